@@ -1,0 +1,236 @@
+"""``VLLMEngine``: the ``Engine`` protocol over vLLM's ``AsyncLLMEngine``.
+
+Only the stable surface is used (``from_engine_args``, ``generate(prompt,
+params, request_id, priority=...)``, ``abort``, ``shutdown``) so the adapter runs
+on vLLM 0.26 (GPU machine) and 0.32 (CPU build) alike. Prompts arrive already
+tokenized (``TokensPrompt``): the gateway tokenized them once for validation
+and scheduling, and vLLM must not do it again. Output is requested as deltas
+(``RequestOutputKind.DELTA``) so no cumulative text is copied per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from engines.protocol import (
+    EngineDeadError,
+    EngineError,
+    EngineInfo,
+    EngineStats,
+    FinishReason,
+    GenerationRequest,
+    SamplingSpec,
+    TokenDelta,
+    TokenLogprob,
+    WarmupReport,
+)
+from engines.vllm_stats import SchedulerSample, make_stat_logger_factory
+
+logger = logging.getLogger(__name__)
+
+_FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "abort": FinishReason.ABORT}
+
+
+class VLLMEngine:
+    """One in-process vLLM engine (its engine core runs in a child process)."""
+
+    def __init__(
+        self,
+        name: str,
+        model_path: str,
+        served_model_name: str,
+        args: Mapping[str, Any],
+    ) -> None:
+        self.name = name
+        self._model_path = model_path
+        self._served_model_name = served_model_name
+        self._args = dict(args)
+        self._llm: Any = None
+        self._info: EngineInfo | None = None
+        self._sample = SchedulerSample()
+        self._inflight: set[str] = set()
+        self._uses_priority = self._args.get("scheduling_policy") == "priority"
+        self._stopped = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> EngineInfo:
+        if self._info is not None:
+            return self._info
+        from vllm import AsyncEngineArgs, AsyncLLMEngine
+
+        engine_args = AsyncEngineArgs(model=self._model_path, **self._args)
+        factory = make_stat_logger_factory(self._sample)
+        started = time.perf_counter()
+        # from_engine_args blocks until the engine core process is up (tens of
+        # seconds): run it off the event loop so several engines start together
+        # and the gateway stays responsive (liveness) meanwhile.
+        self._llm = await asyncio.to_thread(
+            AsyncLLMEngine.from_engine_args, engine_args, stat_loggers=[factory]
+        )
+        model_config = self._llm.model_config
+        eos = getattr(self._llm.get_tokenizer(), "eos_token_id", None)
+        self._info = EngineInfo(
+            model_path=self._model_path,
+            served_model_name=self._served_model_name,
+            max_model_len=int(model_config.max_model_len),
+            eos_token_id=eos,
+        )
+        logger.info(
+            "engine %s started in %.1f s (max_model_len=%d)",
+            self.name,
+            time.perf_counter() - started,
+            self._info.max_model_len,
+        )
+        return self._info
+
+    async def stop(self) -> None:
+        if self._llm is None or self._stopped:
+            return
+        self._stopped = True
+        if self._inflight:
+            await self._llm.abort(list(self._inflight))
+        # shutdown() cancels vLLM's output-handler task: it must run on this
+        # loop's thread, not in a worker thread.
+        llm, self._llm = self._llm, None
+        llm.shutdown()
+
+    @property
+    def healthy(self) -> bool:
+        if self._llm is None:
+            return False
+        return not bool(getattr(self._llm, "errored", False))
+
+    def stats(self) -> EngineStats:
+        s = self._sample
+        # The scheduler sample arrives with engine outputs, so after the last
+        # request finishes or is aborted it can stay stale; vLLM's front end
+        # knows exactly how many requests it still tracks.
+        idle = self._llm is None or self._llm.get_num_unfinished_requests() == 0
+        return EngineStats(
+            name=self.name,
+            healthy=self.healthy,
+            running=0 if idle else s.running,
+            waiting=0 if idle else s.waiting,
+            kv_cache_usage=s.kv_cache_usage,
+            preemptions=s.preemptions,
+            inflight=len(self._inflight),
+        )
+
+    # -- generation --------------------------------------------------------
+
+    async def warmup(self, prompts: Sequence[GenerationRequest]) -> WarmupReport:
+        started = time.perf_counter()
+        output_tokens = 0
+
+        async def run(request: GenerationRequest) -> int:
+            count = 0
+            async for delta in self.generate(request):
+                count += len(delta.token_ids)
+            return count
+
+        for count in await asyncio.gather(*(run(p) for p in prompts)):
+            output_tokens += count
+        return WarmupReport(
+            engine=self.name,
+            requests=len(prompts),
+            seconds=time.perf_counter() - started,
+            prompt_tokens=sum(len(p.prompt_token_ids) for p in prompts),
+            output_tokens=output_tokens,
+        )
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
+        from vllm import TokensPrompt
+        from vllm.v1.engine.exceptions import EngineDeadError as VLLMDeadError
+
+        if self._llm is None:
+            raise EngineDeadError(f"engine {self.name} is not running")
+        params = _sampling_params(request.sampling)
+        prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
+        kwargs: dict[str, Any] = {}
+        if self._uses_priority:
+            kwargs["priority"] = request.priority
+        rid = request.request_id
+        self._inflight.add(rid)
+        finished = False
+        try:
+            stream = self._llm.generate(prompt, params, rid, **kwargs)
+            async for output in stream:
+                for choice in output.outputs:
+                    delta = _to_delta(choice, request.sampling.logprobs is not None)
+                    if delta is not None:
+                        yield delta
+                finished = output.finished
+        except VLLMDeadError as exc:
+            raise EngineDeadError(f"engine {self.name} died: {exc}") from exc
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except ValueError as exc:
+            raise EngineError(f"engine {self.name} refused the request: {exc}") from exc
+        except Exception as exc:
+            raise EngineError(f"engine {self.name} failed the request: {exc!r}") from exc
+        finally:
+            self._inflight.discard(rid)
+            if not finished and self._llm is not None:
+                # vLLM aborts on cancellation of its own generator, but our
+                # generator may be closed between its yields: abort explicitly.
+                await self._llm.abort(rid)
+
+    async def abort(self, request_id: str) -> None:
+        if self._llm is not None:
+            await self._llm.abort(request_id)
+
+
+def _sampling_params(spec: SamplingSpec) -> Any:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    return SamplingParams(
+        n=spec.n,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        seed=spec.seed,
+        stop=list(spec.stop) or None,
+        max_tokens=spec.max_tokens,
+        logprobs=spec.logprobs,
+        presence_penalty=spec.presence_penalty,
+        frequency_penalty=spec.frequency_penalty,
+        ignore_eos=spec.ignore_eos,
+        output_kind=RequestOutputKind.DELTA,
+    )
+
+
+def _to_delta(choice: Any, want_logprobs: bool) -> TokenDelta | None:
+    token_ids = tuple(choice.token_ids)
+    finish = _FINISH.get(choice.finish_reason) if choice.finish_reason else None
+    if not token_ids and finish is None and not choice.text:
+        return None
+    logprobs = None
+    if want_logprobs:
+        logprobs = tuple(_to_logprobs(token_ids, choice.logprobs or ()))
+    return TokenDelta(
+        index=choice.index,
+        text=choice.text,
+        token_ids=token_ids,
+        finish_reason=finish,
+        logprobs=logprobs,
+    )
+
+
+def _to_logprobs(token_ids: tuple[int, ...], positions: Any) -> list[TokenLogprob]:
+    out = []
+    for token_id, position in zip(token_ids, positions, strict=False):
+        chosen = position.get(token_id)
+        top = sorted(position.items(), key=lambda kv: kv[1].rank or 0)
+        out.append(
+            TokenLogprob(
+                token=(chosen.decoded_token or "") if chosen else "",
+                logprob=float(chosen.logprob) if chosen else float("-inf"),
+                top=tuple((lp.decoded_token or "", float(lp.logprob)) for _, lp in top),
+            )
+        )
+    return out

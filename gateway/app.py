@@ -1,0 +1,158 @@
+"""The aiohttp application: routes, the error middleware, and app state.
+
+Engines start in a background task owned by the app's cleanup context, so the
+server listens at once: ``/health/live`` answers 200 while ``/health/ready``
+answers 503 until every engine is started and warmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from engines.pool import EnginePool
+from gateway.config import GatewayConfig
+from gateway.errors import APIError, MethodNotAllowed, NotFound, Unavailable
+from gateway.lifecycle import Lifecycle
+from gateway.metrics import GatewayMetrics
+from gateway.serving import CompletionService
+from gateway.startup import StartupReport, build_pool, start_and_warm
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class GatewayState:
+    """Everything the routes share; one per app."""
+
+    config: GatewayConfig
+    pool: EnginePool
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    service: CompletionService | None = None
+    startup: StartupReport | None = None
+    startup_error: BaseException | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+STATE = web.AppKey("state", GatewayState)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(payload: object, status: int = 200,
+                  headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, headers=headers,
+                        content_type="application/json")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except APIError as exc:
+        return json_response(exc.to_body(), exc.status, exc.headers)
+    except web.HTTPMethodNotAllowed as exc:
+        err = MethodNotAllowed(f"Method {request.method} is not allowed for {request.path}.")
+        return json_response(err.to_body(), err.status, {"Allow": ",".join(exc.allowed_methods)})
+    except web.HTTPNotFound:
+        err = NotFound(f"No route {request.path[:200]!r}.")
+        return json_response(err.to_body(), err.status)
+    except (asyncio.CancelledError, ConnectionResetError, web.HTTPException):
+        raise
+    except Exception:
+        # A bug of ours, never the client's fault: log it, answer OpenAI-shaped.
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        err = APIError("Internal error.")
+        return json_response(err.to_body(), err.status)
+
+
+def build_app(config: GatewayConfig, pool: EnginePool | None = None) -> web.Application:
+    app = web.Application(middlewares=[error_middleware],
+                          client_max_size=config.server.max_body_bytes)
+    state = GatewayState(config=config, pool=pool or build_pool(config))
+    app[STATE] = state
+    app.cleanup_ctx.append(_engines_ctx)
+    app.router.add_post("/v1/completions", _generation("completions"))
+    app.router.add_post("/v1/chat/completions", _generation("chat"))
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/health/live", _live)
+    app.router.add_get("/health/ready", _ready)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+async def _engines_ctx(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    state.metrics.watch_engines(state.pool.stats)
+    task = asyncio.create_task(_start(state), name="engine-startup")
+    yield
+    if not task.done():
+        task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await state.pool.stop()
+
+
+async def _start(state: GatewayState) -> None:
+    try:
+        models, report = await start_and_warm(state.config, state.pool)
+        state.service = CompletionService(state.config, state.pool, models, state.lifecycle,
+                                          state.metrics)
+        state.startup = report
+        state.lifecycle.mark_ready()
+        state.metrics.ready.set(1)
+    except Exception as exc:
+        logger.exception("engine start-up failed")
+        state.startup_error = exc
+    finally:
+        state.started.set()
+
+
+def _generation(route: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE]
+        if state.service is None:
+            state.lifecycle.check_accepting()
+            raise Unavailable("The gateway is not serving.", reason="not_ready")
+        service = state.service
+        return await (service.completions(request) if route == "completions"
+                      else service.chat(request))
+
+    return handler
+
+
+async def _models(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    now = int(time.time())
+    names = sorted({info.served_model_name for info in state.pool.infos.values()})
+    return json_response({"object": "list", "data": [
+        {"id": n, "object": "model", "created": now, "owned_by": "slagate"} for n in names
+    ]})
+
+
+async def _live(request: web.Request) -> web.Response:
+    return json_response({"status": "live"})
+
+
+async def _ready(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    engines = {s.name: {"healthy": s.healthy, "inflight": s.inflight}
+               for s in state.pool.stats()}
+    body: dict[str, object] = {"status": state.lifecycle.state.value, "engines": engines}
+    if state.startup is not None:
+        body["warmup_seconds"] = {r.engine: round(r.seconds, 3) for r in state.startup.warmups}
+        body["engine_start_seconds"] = round(state.startup.start_seconds, 3)
+    ok = state.lifecycle.ready and all(s.healthy for s in state.pool.stats())
+    return json_response(body, 200 if ok else 503, None if ok else {"Retry-After": "5"})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return web.Response(body=generate_latest(state.metrics.registry),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,80 @@
+"""Prometheus metrics (names and labels are a contract: DESIGN.md §3).
+
+Request-path metrics are plain prometheus-client instruments in a registry of
+their own (so tests and several apps in one process don't collide). Engine
+gauges are read from ``EnginePool.stats()`` snapshots at scrape time by a
+collector, never pushed from the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from engines.protocol import EngineStats
+
+# vLLM's latency buckets start at 300 ms: too coarse for interactive SLOs.
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
+                   1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
+TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075,
+                0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5)
+
+
+class GatewayMetrics:
+    """The gateway's instruments, in one registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("gateway_requests_total", "Requests by terminal outcome",
+                                ["class", "outcome"], registry=r)
+        self.queue_depth = Gauge("gateway_queue_depth", "Tickets waiting", ["class"],
+                                 registry=r)
+        self.queue_wait = Histogram("gateway_queue_wait_seconds", "Time from arrival to grant",
+                                    ["class"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("gateway_ttft_seconds", "Arrival to first token", ["class"],
+                              buckets=LATENCY_BUCKETS, registry=r)
+        self.tpot = Histogram("gateway_tpot_seconds", "Time per output token after the first",
+                              ["class"], buckets=TPOT_BUCKETS, registry=r)
+        self.e2e = Histogram("gateway_e2e_seconds", "Arrival to last token", ["class"],
+                             buckets=LATENCY_BUCKETS, registry=r)
+        self.slo_met = Counter("gateway_slo_met_total", "Requests meeting their class SLOs",
+                               ["class"], registry=r)
+        self.slo_missed = Counter("gateway_slo_missed_total", "Requests missing an SLO",
+                                  ["class"], registry=r)
+        self.tokens = Counter("gateway_tokens_total", "Tokens by kind (prompt, completion)",
+                              ["class", "kind"], registry=r)
+        self.engine_ttft = Histogram("gateway_engine_ttft_seconds",
+                                     "Dispatch to first token, per engine", ["engine"],
+                                     buckets=LATENCY_BUCKETS, registry=r)
+        self.ready = Gauge("gateway_ready", "1 when ready to serve", registry=r)
+
+    def watch_engines(self, source: Callable[[], Iterable[EngineStats]]) -> None:
+        self.registry.register(_EngineCollector(source))
+
+
+class _EngineCollector(Collector):
+    def __init__(self, source: Callable[[], Iterable[EngineStats]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        inflight = GaugeMetricFamily("gateway_engine_inflight", "Requests on the engine",
+                                     labels=["engine"])
+        kv = GaugeMetricFamily("gateway_engine_kv_cache_usage", "KV-cache usage 0..1",
+                               labels=["engine"])
+        healthy = GaugeMetricFamily("gateway_engine_healthy", "1 when healthy",
+                                    labels=["engine"])
+        running = GaugeMetricFamily("gateway_engine_running", "Sequences in the batch",
+                                    labels=["engine"])
+        waiting = GaugeMetricFamily("gateway_engine_waiting", "Sequences queued in the engine",
+                                    labels=["engine"])
+        for s in self._source():
+            inflight.add_metric([s.name], s.inflight)
+            kv.add_metric([s.name], s.kv_cache_usage)
+            healthy.add_metric([s.name], 1.0 if s.healthy else 0.0)
+            running.add_metric([s.name], s.running)
+            waiting.add_metric([s.name], s.waiting)
+        yield from (inflight, kv, healthy, running, waiting)

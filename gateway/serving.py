@@ -1,0 +1,291 @@
+"""The OpenAI completion routes: validate, tokenize, place, stream back.
+
+One ``CompletionService`` serves both ``/v1/completions`` and
+``/v1/chat/completions``; the differences live in ``validate.py`` (request
+shape) and ``wire.py`` (response shape). Every request that gets here ends in
+exactly one outcome, counted once in ``gateway_requests_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+
+import orjson
+from aiohttp import web
+
+from engines.pool import EnginePool
+from engines.protocol import Engine, EngineDeadError, EngineError, GenerationRequest
+from gateway.classes import resolve_class
+from gateway.config import GatewayConfig, SLAClass
+from gateway.errors import (
+    APIError,
+    ContextTooLong,
+    EngineFailed,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
+from gateway.lifecycle import Lifecycle
+from gateway.metrics import GatewayMetrics
+from gateway.prompts import PromptEncoder
+from gateway.validate import Kind, ParsedRequest, parse_request
+from gateway.wire import DONE, Transcript, sse
+
+logger = logging.getLogger(__name__)
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+# Tokenizing a long prompt blocks the loop; past this many characters it runs
+# in a worker thread instead.
+_THREAD_TOKENIZE_CHARS = 16_384
+# OpenAI's default for /v1/completions when max_tokens is absent.
+_COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    name: str
+    encoder: PromptEncoder
+    max_model_len: int
+
+
+class CompletionService:
+    """Handlers for the two generation routes."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        pool: EnginePool,
+        models: Mapping[str, ServedModel],
+        lifecycle: Lifecycle,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.models = dict(models)
+        self.lifecycle = lifecycle
+        self.metrics = metrics
+        # engine name -> served model it runs
+        self._engine_model = {m.engine.name: pool.infos[m.engine.name].served_model_name
+                              for m in pool}
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "completion")
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "chat")
+
+    async def _serve(self, request: web.Request, kind: Kind) -> web.StreamResponse:
+        arrival = time.monotonic()
+        label = "none"
+        outcome = "error"
+        try:
+            self.lifecycle.check_accepting()
+            body = await _read_body(request, self.config.server.max_body_bytes)
+            parsed = parse_request(kind, body)
+            model = self.models.get(parsed.model)
+            if model is None:
+                raise NotFound(f"The model {parsed.model[:128]!r} does not exist. Served: "
+                               f"{', '.join(sorted(self.models))}.", param="model",
+                               code="model_not_found")
+            sla = resolve_class(self.config.classes, self.config.default_class,
+                                parsed.service_tier, request.headers.get("X-SLA-Class"))
+            label = sla.name
+            generation = await self._prepare(parsed, model, sla)
+            engine = self._place(sla, model.name)
+            with self.lifecycle.track():
+                transcript = Transcript(
+                    kind, generation.request_id, model.name, generation.sampling.n,
+                    len(generation.prompt_token_ids), generation.sampling.logprobs,
+                    sla.name, include_usage=parsed.include_usage,
+                )
+                if parsed.stream:
+                    response, outcome = await self._stream(request, engine, generation,
+                                                           transcript, sla, arrival)
+                else:
+                    response = await self._complete(engine, generation, transcript, sla, arrival)
+                    outcome = "ok"
+                return response
+        except APIError as exc:
+            outcome = exc.outcome
+            raise
+        except asyncio.CancelledError:
+            outcome = "aborted" if self.lifecycle.draining else "client_gone"
+            raise
+        except ConnectionResetError:
+            outcome = "client_gone"
+            raise
+        finally:
+            self.metrics.requests.labels(label, outcome).inc()
+
+    async def _prepare(self, parsed: ParsedRequest, model: ServedModel,
+                       sla: SLAClass) -> GenerationRequest:
+        encoder = model.encoder
+        if parsed.prompt_token_ids is not None:
+            ids = list(parsed.prompt_token_ids)
+            encoder.check_token_ids(ids)
+        elif parsed.prompt_text is not None:
+            ids = await _maybe_in_thread(encoder.encode_text, parsed.prompt_text)
+        else:
+            assert parsed.messages is not None
+            size = sum(len(m.content) for m in parsed.messages)
+            ids = await _maybe_in_thread(encoder.encode_chat, parsed.messages, size=size)
+        limit = self.config.server.max_tokens_limit
+        room = model.max_model_len - len(ids)
+        if parsed.max_tokens is None:
+            default = _COMPLETIONS_DEFAULT_MAX_TOKENS if parsed.kind == "completion" else limit
+            max_tokens = max(1, min(default, room))
+        else:
+            max_tokens = parsed.max_tokens
+            if max_tokens > limit:
+                raise InvalidRequest(f"`max_tokens` is {max_tokens}; this gateway allows at "
+                                     f"most {limit}.", param="max_tokens")
+        if len(ids) + max_tokens > model.max_model_len:
+            raise ContextTooLong(len(ids), max_tokens, model.max_model_len)
+        prefix = "cmpl" if parsed.kind == "completion" else "chatcmpl"
+        return GenerationRequest(
+            request_id=f"{prefix}-{uuid.uuid4().hex}",
+            prompt_token_ids=ids,
+            sampling=replace(parsed.sampling, max_tokens=max_tokens),
+            priority=sla.priority,
+        )
+
+    def _place(self, sla: SLAClass, model: str) -> Engine:
+        """Least in-flight healthy engine serving this class and model.
+
+        The SLA scheduler (queues, admission, adaptive limits) replaces this.
+        """
+        engines = [e for e in self.pool.eligible(sla.name) if self._engine_model[e.name] == model]
+        if not engines:
+            raise Unavailable(f"No healthy engine serves class {sla.name!r} for this model.",
+                              reason="no_engine", retry_after_s=5)
+        return min(engines, key=lambda e: e.stats().inflight)
+
+    async def _complete(self, engine: Engine, generation: GenerationRequest,
+                        transcript: Transcript, sla: SLAClass,
+                        arrival: float) -> web.Response:
+        timer = _Timer(arrival)
+        try:
+            async with aclosing(engine.generate(generation)) as deltas:
+                async for delta in deltas:
+                    timer.token(len(delta.token_ids))
+                    transcript.add(delta)
+        except EngineError as exc:
+            raise _engine_failure(engine, exc) from exc
+        self._observe(sla, engine, transcript, timer)
+        return web.Response(body=orjson.dumps(transcript.response()),
+                            content_type="application/json")
+
+    async def _stream(self, request: web.Request, engine: Engine, generation: GenerationRequest,
+                      transcript: Transcript, sla: SLAClass,
+                      arrival: float) -> tuple[web.StreamResponse, str]:
+        timer = _Timer(arrival)
+        response: web.StreamResponse | None = None
+        try:
+            async with aclosing(engine.generate(generation)) as deltas:
+                async for delta in deltas:
+                    if response is None:
+                        # Headers go out with the first token: an engine failure
+                        # before it can still be answered with a real status.
+                        response = web.StreamResponse(headers=SSE_HEADERS)
+                        await response.prepare(request)
+                    timer.token(len(delta.token_ids))
+                    await response.write(transcript.chunk(delta))
+        except EngineError as exc:
+            failure = _engine_failure(engine, exc)
+            if response is None:
+                raise failure from exc
+            await response.write(sse(failure.to_body()))
+            return response, failure.outcome
+        except asyncio.CancelledError:
+            if response is not None and self.lifecycle.draining:
+                drained = Unavailable("The gateway shut down before this request finished.",
+                                      reason="draining")
+                await _write_quietly(response, sse(drained.to_body()))
+            raise
+        if response is None:
+            response = web.StreamResponse(headers=SSE_HEADERS)
+            await response.prepare(request)
+        if transcript.include_usage:
+            await response.write(transcript.usage_chunk())
+        await response.write(DONE)
+        await response.write_eof()
+        self._observe(sla, engine, transcript, timer)
+        return response, "ok"
+
+    def _observe(self, sla: SLAClass, engine: Engine, transcript: Transcript,
+                 timer: _Timer) -> None:
+        m, name = self.metrics, sla.name
+        m.tokens.labels(name, "prompt").inc(transcript.prompt_tokens)
+        m.tokens.labels(name, "completion").inc(transcript.completion_tokens)
+        if timer.first is None:
+            return
+        ttft = timer.first - timer.arrival
+        e2e = timer.last - timer.arrival
+        m.ttft.labels(name).observe(ttft)
+        m.engine_ttft.labels(engine.name).observe(ttft)
+        m.e2e.labels(name).observe(e2e)
+        met = ttft * 1000 <= sla.ttft_target_ms
+        if timer.tokens > 1:
+            tpot = (e2e - ttft) / (timer.tokens - 1)
+            m.tpot.labels(name).observe(tpot)
+            met = met and tpot * 1000 <= sla.tpot_target_ms
+        (m.slo_met if met else m.slo_missed).labels(name).inc()
+
+
+class _Timer:
+    __slots__ = ("arrival", "first", "last", "tokens")
+
+    def __init__(self, arrival: float) -> None:
+        self.arrival = arrival
+        self.first: float | None = None
+        self.last = arrival
+        self.tokens = 0
+
+    def token(self, count: int) -> None:
+        if count == 0:
+            return
+        now = time.monotonic()
+        if self.first is None:
+            self.first = now
+        self.last = now
+        self.tokens += count
+
+
+def _engine_failure(engine: Engine, exc: EngineError) -> APIError:
+    logger.error("engine %s failed a request: %s", engine.name, exc)
+    if isinstance(exc, EngineDeadError):
+        return Unavailable(f"Engine {engine.name} is unavailable.", reason="engine_dead")
+    return EngineFailed(f"Engine {engine.name} failed this request.")
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    # The app's client_max_size is the same limit; this gives the OpenAI body.
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"Request body is larger than {limit} bytes.") from None
+
+
+async def _maybe_in_thread(fn, arg, size: int | None = None):  # type: ignore[no-untyped-def]
+    if (size if size is not None else len(arg)) > _THREAD_TOKENIZE_CHARS:
+        return await asyncio.to_thread(fn, arg)
+    return fn(arg)
+
+
+async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:
+    try:
+        await response.write(data)
+    except (ConnectionResetError, RuntimeError):
+        pass
+

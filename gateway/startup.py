@@ -1,0 +1,105 @@
+"""From a ``GatewayConfig`` to serving engines: build, start, warm, hand over.
+
+Runs as a background task owned by the app, so the HTTP server listens (and
+answers ``/health/live``, and ``/health/ready`` with 503) while engines load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from engines.pool import EnginePool, PoolMember
+from engines.protocol import WarmupReport
+from engines.vllm_engine import VLLMEngine
+from engines.warmup import warmup_requests
+from gateway.config import GatewayConfig
+from gateway.serving import ServedModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StartupReport:
+    start_seconds: float
+    warmups: tuple[WarmupReport, ...]
+
+
+def build_pool(config: GatewayConfig) -> EnginePool:
+    """One ``VLLMEngine`` per configured engine (nothing started yet)."""
+    _apply_env(config)
+    members = []
+    for spec in config.engines:
+        path = _model_path(spec.model)
+        served = spec.served_model_name or (
+            _demo_name() if spec.model == "demo" else os.path.basename(path.rstrip("/"))
+        )
+        engine = VLLMEngine(spec.name, path, served, spec.args)
+        members.append(PoolMember(engine=engine, classes=frozenset(spec.classes)))
+    return EnginePool(members)
+
+
+async def start_and_warm(config: GatewayConfig, pool: EnginePool
+                         ) -> tuple[dict[str, ServedModel], StartupReport]:
+    """Start every engine, load each served model's tokenizer, warm every engine."""
+    from gateway.prompts import PromptEncoder
+
+    started = time.perf_counter()
+    await pool.start()
+    start_seconds = time.perf_counter() - started
+    models: dict[str, ServedModel] = {}
+    for name, info in pool.infos.items():
+        if info.served_model_name not in models:
+            encoder = await asyncio.to_thread(PromptEncoder.from_model_dir, info.model_path)
+            models[info.served_model_name] = ServedModel(
+                info.served_model_name, encoder, info.max_model_len)
+        elif models[info.served_model_name].max_model_len != info.max_model_len:
+            logger.warning("engine %s serves %s with a different max_model_len", name,
+                           info.served_model_name)
+    reports = await asyncio.gather(*(
+        _warm(pool, spec.name, spec.warmup.prompts, spec.warmup.ladder,
+              models[pool.infos[spec.name].served_model_name])
+        for spec in config.engines
+    ))
+    for r in reports:
+        logger.info("engine %s warmed: %d requests, %d output tokens in %.1f s", r.engine,
+                    r.requests, r.output_tokens, r.seconds)
+    return models, StartupReport(start_seconds, tuple(reports))
+
+
+async def _warm(pool: EnginePool, name: str, prompts: tuple[str, ...],
+                ladder: tuple[int, ...], model: ServedModel) -> WarmupReport:
+    requests = warmup_requests(name, prompts, ladder, model.encoder.encode_text,
+                               model.max_model_len)
+    return await pool.engine(name).warmup(requests)
+
+
+def _apply_env(config: GatewayConfig) -> None:
+    # Engine env vars are process-wide (each engine core is a child process that
+    # inherits them), so engines must agree on any key they both set.
+    merged: dict[str, str] = {}
+    for spec in config.engines:
+        for key, value in spec.env.items():
+            if merged.get(key, value) != value:
+                raise ValueError(f"engines disagree on env {key}: the environment is shared "
+                                 "by all engines of one process")
+            merged[key] = value
+    os.environ.update(merged)
+
+
+def _model_path(model: str) -> str:
+    if model == "demo":
+        from engines.demo_model import ensure_demo_model
+
+        return str(ensure_demo_model())
+    return model
+
+
+def _demo_name() -> str:
+    from engines.demo_model import DEMO_MODEL_NAME
+
+    return DEMO_MODEL_NAME
+
