@@ -9,7 +9,7 @@ assumes the engine lives in this process: a remote engine fits the same shape.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -130,7 +130,7 @@ class Engine(Protocol):
         """Run these requests to completion to take cold paths off the first client."""
         ...
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
         """Stream the request's deltas; ends after every choice has finished.
 
         Closing the iterator early (client gone) must abort the request in the

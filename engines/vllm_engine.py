@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from engines.protocol import (
@@ -143,7 +143,7 @@ class VLLMEngine:
             output_tokens=output_tokens,
         )
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
         from vllm import TokensPrompt
         from vllm.v1.engine.exceptions import EngineDeadError as VLLMDeadError
 

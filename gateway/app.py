@@ -59,18 +59,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except APIError as exc:
         return json_response(exc.to_body(), exc.status, exc.headers)
     except web.HTTPMethodNotAllowed as exc:
-        err = MethodNotAllowed(f"Method {request.method} is not allowed for {request.path}.")
-        return json_response(err.to_body(), err.status, {"Allow": ",".join(exc.allowed_methods)})
+        bad_method = MethodNotAllowed(f"Method {request.method} is not allowed for "
+                                      f"{request.path[:200]!r}.")
+        return json_response(bad_method.to_body(), bad_method.status,
+                             {"Allow": ",".join(exc.allowed_methods)})
     except web.HTTPNotFound:
-        err = NotFound(f"No route {request.path[:200]!r}.")
-        return json_response(err.to_body(), err.status)
+        missing = NotFound(f"No route {request.path[:200]!r}.")
+        return json_response(missing.to_body(), missing.status)
     except (asyncio.CancelledError, ConnectionResetError, web.HTTPException):
         raise
     except Exception:
         # A bug of ours, never the client's fault: log it, answer OpenAI-shaped.
         logger.exception("unhandled error on %s %s", request.method, request.path)
-        err = APIError("Internal error.")
-        return json_response(err.to_body(), err.status)
+        internal = APIError("Internal error.")
+        return json_response(internal.to_body(), internal.status)
 
 
 def build_app(config: GatewayConfig, pool: EnginePool | None = None) -> web.Application:

@@ -9,6 +9,7 @@ exactly one outcome, counted once in ``gateway_requests_total``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -208,11 +209,14 @@ class CompletionService:
             await response.write(sse(failure.to_body()))
             return response, failure.outcome
         except asyncio.CancelledError:
-            if response is not None and self.lifecycle.draining:
-                drained = Unavailable("The gateway shut down before this request finished.",
-                                      reason="draining")
-                await _write_quietly(response, sse(drained.to_body()))
-            raise
+            if response is None or not self.lifecycle.draining:
+                raise  # the client left: nobody to tell
+            # Cancelled by the drain timeout (the engine request is already
+            # aborted): end the stream properly with one error event.
+            drained = Unavailable("The gateway shut down before this request finished.",
+                                  reason="draining")
+            await _write_quietly(response, sse(drained.to_body()), eof=True)
+            return response, "aborted"
         if response is None:
             response = web.StreamResponse(headers=SSE_HEADERS)
             await response.prepare(request)
@@ -283,9 +287,9 @@ async def _maybe_in_thread(fn, arg, size: int | None = None):  # type: ignore[no
     return fn(arg)
 
 
-async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:
-    try:
+async def _write_quietly(response: web.StreamResponse, data: bytes, eof: bool = False) -> None:
+    with contextlib.suppress(ConnectionResetError, RuntimeError):
         await response.write(data)
-    except (ConnectionResetError, RuntimeError):
-        pass
+        if eof:
+            await response.write_eof()
 

@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from engines.demo_model import ensure_demo_model
 from engines.pool import EnginePool, PoolMember
 from engines.protocol import WarmupReport
 from engines.vllm_engine import VLLMEngine
@@ -30,14 +31,15 @@ class StartupReport:
 
 def build_pool(config: GatewayConfig) -> EnginePool:
     """One ``VLLMEngine`` per configured engine (nothing started yet)."""
-    _apply_env(config)
+    # Engine env vars are process-wide (each engine core is a child process that
+    # inherits them); the config has already refused engines that disagree.
+    for spec in config.engines:
+        os.environ.update(spec.env)
     members = []
     for spec in config.engines:
-        path = _model_path(spec.model)
-        served = spec.served_model_name or (
-            _demo_name() if spec.model == "demo" else os.path.basename(path.rstrip("/"))
-        )
-        engine = VLLMEngine(spec.name, path, served, spec.args)
+        path = str(ensure_demo_model()) if spec.is_demo else spec.model
+        assert spec.served_model_name is not None  # filled in by the config loader
+        engine = VLLMEngine(spec.name, path, spec.served_model_name, spec.args)
         members.append(PoolMember(engine=engine, classes=frozenset(spec.classes)))
     return EnginePool(members)
 
@@ -75,31 +77,3 @@ async def _warm(pool: EnginePool, name: str, prompts: tuple[str, ...],
     requests = warmup_requests(name, prompts, ladder, model.encoder.encode_text,
                                model.max_model_len)
     return await pool.engine(name).warmup(requests)
-
-
-def _apply_env(config: GatewayConfig) -> None:
-    # Engine env vars are process-wide (each engine core is a child process that
-    # inherits them), so engines must agree on any key they both set.
-    merged: dict[str, str] = {}
-    for spec in config.engines:
-        for key, value in spec.env.items():
-            if merged.get(key, value) != value:
-                raise ValueError(f"engines disagree on env {key}: the environment is shared "
-                                 "by all engines of one process")
-            merged[key] = value
-    os.environ.update(merged)
-
-
-def _model_path(model: str) -> str:
-    if model == "demo":
-        from engines.demo_model import ensure_demo_model
-
-        return str(ensure_demo_model())
-    return model
-
-
-def _demo_name() -> str:
-    from engines.demo_model import DEMO_MODEL_NAME
-
-    return DEMO_MODEL_NAME
-

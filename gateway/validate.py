@@ -17,10 +17,8 @@ from gateway.schema import ChatBody, CompletionBody, Message
 
 Kind = Literal["completion", "chat"]
 
-_DECODERS = {
-    "completion": msgspec.json.Decoder(CompletionBody),
-    "chat": msgspec.json.Decoder(ChatBody),
-}
+_COMPLETION = msgspec.json.Decoder(CompletionBody)
+_CHAT = msgspec.json.Decoder(ChatBody)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +48,8 @@ def parse_request(kind: Kind, body: bytes) -> ParsedRequest:
     if not body.strip():
         raise InvalidRequest("Request body is empty; expected a JSON object.")
     try:
-        decoded = _DECODERS[kind].decode(body)
+        decoded: CompletionBody | ChatBody = (
+            _CHAT.decode(body) if kind == "chat" else _COMPLETION.decode(body))
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"Invalid request: {exc}", param=_param_of(str(exc))) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -148,13 +149,18 @@ def test_failed_build_leaves_nothing_behind(tmp_path: Path):
 
 def test_abandoned_staging_dirs_are_removed(tmp_path: Path):
     name = f"{DEMO_MODEL_NAME}-{DEMO_SPEC.digest()}"
+    an_hour_ago = time.time() - 3600
     abandoned = tmp_path / f".{name}.999999999.x1y2"  # above Linux's pid_max: never alive
     abandoned.mkdir()
     (abandoned / "config.json").write_text("{}")
-    ours = tmp_path / f".{name}.{os.getpid()}.live"  # a build still running
+    os.utime(abandoned, (an_hour_ago, an_hour_ago))
+    recent = tmp_path / f".{name}.999999999.new"  # maybe a builder in another pid namespace
+    recent.mkdir()
+    ours = tmp_path / f".{name}.{os.getpid()}.live"  # a (slow) build still running
     ours.mkdir()
+    os.utime(ours, (an_hour_ago, an_hour_ago))
     demo_model._remove_abandoned_builds(tmp_path, name)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [ours.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([recent.name, ours.name])
 
 
 def test_concurrent_cli_builds_agree_and_print_only_the_path(tmp_path: Path):
