@@ -19,17 +19,20 @@ _FILLER = "The quick brown fox jumps over the lazy dog while the scheduler count
 
 def warmup_requests(
     engine_name: str,
-    prompts: Sequence[str],
+    prompts: Sequence[Sequence[int]],
     ladder: Sequence[int],
     encode: Callable[[str], list[int]],
     max_model_len: int,
 ) -> list[GenerationRequest]:
-    """The warmup set for one engine (deterministic: greedy, fixed text)."""
+    """The warmup set for one engine (deterministic: greedy, fixed text).
+
+    ``prompts`` are already tokenized, in the forms clients will send them
+    (raw text and inside the chat template), so their prefixes are cached.
+    """
     counter = itertools.count()
     requests = []
-    for text in prompts:
-        ids = encode(text)[: max_model_len - 16]
-        requests.append(_request(engine_name, next(counter), ids, 16))
+    for ids in prompts:
+        requests.append(_request(engine_name, next(counter), list(ids)[: max_model_len - 16], 16))
     filler = encode(_FILLER * 64)
     for length in ladder:
         prompt_len = min(length, max_model_len // 2)

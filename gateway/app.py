@@ -22,8 +22,10 @@ from gateway.config import GatewayConfig
 from gateway.errors import APIError, MethodNotAllowed, NotFound, Unavailable
 from gateway.lifecycle import Lifecycle
 from gateway.metrics import GatewayMetrics
+from gateway.scheduling import build_scheduler, sla_view
 from gateway.serving import CompletionService
 from gateway.startup import StartupReport, build_pool, start_and_warm
+from scheduler.dispatcher import Dispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +36,13 @@ class GatewayState:
 
     config: GatewayConfig
     pool: EnginePool
+    dispatcher: Dispatcher
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     service: CompletionService | None = None
     startup: StartupReport | None = None
     startup_error: BaseException | None = None
+    timers: asyncio.Task[None] | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -78,12 +82,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 def build_app(config: GatewayConfig, pool: EnginePool | None = None) -> web.Application:
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=config.server.max_body_bytes)
-    state = GatewayState(config=config, pool=pool or build_pool(config))
+    scheduler = build_scheduler(config)
+    state = GatewayState(config=config, pool=pool or build_pool(config),
+                         dispatcher=Dispatcher(scheduler, clock=time.monotonic))
     app[STATE] = state
     app.cleanup_ctx.append(_engines_ctx)
     app.router.add_post("/v1/completions", _generation("completions"))
     app.router.add_post("/v1/chat/completions", _generation("chat"))
     app.router.add_get("/v1/models", _models)
+    app.router.add_get("/v1/sla", _sla)
     app.router.add_get("/health/live", _live)
     app.router.add_get("/health/ready", _ready)
     app.router.add_get("/metrics", _metrics)
@@ -93,19 +100,25 @@ def build_app(config: GatewayConfig, pool: EnginePool | None = None) -> web.Appl
 async def _engines_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     state.metrics.watch_engines(state.pool.stats)
+    state.metrics.watch_scheduler(state.dispatcher.scheduler.snapshot)
     task = asyncio.create_task(_start(state), name="engine-startup")
     yield
-    if not task.done():
-        task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    for t in (task, state.timers):
+        if t is not None and not t.done():
+            t.cancel()
+    await asyncio.gather(*(t for t in (task, state.timers) if t is not None),
+                         return_exceptions=True)
     await state.pool.stop()
 
 
 async def _start(state: GatewayState) -> None:
     try:
-        models, report = await start_and_warm(state.config, state.pool)
+        models, report = await start_and_warm(state.config, state.pool,
+                                              state.dispatcher.scheduler.affinity)
         state.service = CompletionService(state.config, state.pool, models, state.lifecycle,
-                                          state.metrics)
+                                          state.metrics, state.dispatcher)
+        state.timers = asyncio.create_task(state.dispatcher.run(_healthy(state.pool)),
+                                           name="scheduler-timers")
         state.startup = report
         state.lifecycle.mark_ready()
         state.metrics.ready.set(1)
@@ -136,6 +149,16 @@ async def _models(request: web.Request) -> web.Response:
     return json_response({"object": "list", "data": [
         {"id": n, "object": "model", "created": now, "owned_by": "slagate"} for n in names
     ]})
+
+
+async def _sla(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return json_response(sla_view(state.dispatcher.scheduler.snapshot(),
+                                  state.config.default_class))
+
+
+def _healthy(pool: EnginePool) -> Callable[[], list[str]]:
+    return lambda: [m.engine.name for m in pool if m.engine.healthy]
 
 
 async def _live(request: web.Request) -> web.Response:

@@ -61,7 +61,7 @@ class SLAClass(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     tpot_target_ms: Millis = 100.0  # p99 time per output token after the first
     queue_timeout_ms: Millis = 2000.0  # longest wait in the gateway's queue, then 503
     max_queue: Count = 256  # queued requests; more are rejected with 429
-    max_queued_tokens: Count = 262_144  # queued prompt tokens; more are rejected with 429
+    max_queued_tokens: Count = 262_144  # queued prompt+max_tokens; more are rejected with 429
     priority: int = 0  # vLLM's request priority (lower first) with scheduling_policy=priority
 
     @property
@@ -104,6 +104,30 @@ class EngineSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
         return self.model == DEMO_MODEL
 
 
+class ControllerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The adaptive per-engine concurrency limit (AIMD on engine-side TTFT)."""
+
+    enabled: bool = True  # false: the limit stays at initial_limit
+    initial_limit: Annotated[int, msgspec.Meta(gt=0)] | None = None  # None: max_num_seqs
+    min_limit: Annotated[int, msgspec.Meta(gt=0)] = 2
+    increase: Annotated[int, msgspec.Meta(gt=0)] = 1  # added per interval while under target
+    decrease: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.75  # multiplied when over target
+    window_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0  # TTFT samples considered
+    interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 1.0  # one control step per
+    min_samples: Annotated[int, msgspec.Meta(gt=0)] = 5  # fewer: hold
+    quantile: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.95  # of engine-side TTFT
+    target_fraction: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5  # of the tightest target
+
+
+class SchedulerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Dispatch knobs that are not per class."""
+
+    promotion_age_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 10.0  # starvation guard
+    prefix_tokens: Annotated[int, msgspec.Meta(gt=0, le=4096)] = 32  # hashed for affinity
+    rate_window_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0  # drain-rate window
+    controller: ControllerConfig = ControllerConfig()
+
+
 def _default_classes() -> tuple[SLAClass, ...]:
     # max_queued_tokens: max_queue requests of 512 prompt tokens each.
     # fmt: off
@@ -126,6 +150,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     default_class: Name = "standard"  # for requests that name none and whose key sets none
     classes: Annotated[tuple[SLAClass, ...], msgspec.Meta(min_length=1)] = _default_classes()
     engines: Annotated[tuple[EngineSpec, ...], msgspec.Meta(min_length=1)]
+    scheduler: SchedulerConfig = SchedulerConfig()
 
     def class_named(self, name: str) -> SLAClass:
         """The class called ``name``; ``KeyError`` if there is none."""

@@ -15,7 +15,8 @@ counters can never disagree::
     ├── MethodNotAllowed      405
     ├── PayloadTooLarge       413
     ├── Overloaded            429  (shed at admission; Retry-After, X-Reject-Reason)
-    ├── Unavailable           503  (not ready, draining, queue timeout; Retry-After)
+    ├── Unavailable           503  (not ready, draining, no engine; Retry-After)
+    │   └── QueueTimeout      503  (deadline passed in the queue)
     ├── EngineFailed          502  (the engine failed this request)
     └── EngineStalled         504
 """
@@ -128,6 +129,12 @@ class Unavailable(APIError):
     def __init__(self, message: str, *, reason: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message, code=reason, headers=_retry_after(retry_after_s))
         self.reason = reason
+
+
+class QueueTimeout(Unavailable):
+    """Waited past its deadline in the gateway queue."""
+
+    outcome = "expired"
 
 
 class EngineFailed(APIError):

@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from engines.protocol import EngineStats
+from scheduler.core import SchedulerSnapshot
 
 # The *_created series only add noise to every scrape.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -34,8 +35,6 @@ class GatewayMetrics:
         r = self.registry
         self.requests = Counter("gateway_requests_total", "Requests by terminal outcome",
                                 ["class", "outcome"], registry=r)
-        self.queue_depth = Gauge("gateway_queue_depth", "Tickets waiting", ["class"],
-                                 registry=r)
         self.queue_wait = Histogram("gateway_queue_wait_seconds", "Time from arrival to grant",
                                     ["class"], buckets=LATENCY_BUCKETS, registry=r)
         self.ttft = Histogram("gateway_ttft_seconds", "Arrival to first token", ["class"],
@@ -57,6 +56,39 @@ class GatewayMetrics:
 
     def watch_engines(self, source: Callable[[], Iterable[EngineStats]]) -> None:
         self.registry.register(_EngineCollector(source))
+
+    def watch_scheduler(self, source: Callable[[], SchedulerSnapshot]) -> None:
+        self.registry.register(_SchedulerCollector(source))
+
+
+class _SchedulerCollector(Collector):
+    """Queue depths and controller state, read from a snapshot at scrape time."""
+
+    def __init__(self, source: Callable[[], SchedulerSnapshot]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        snap = self._source()
+        depth = GaugeMetricFamily("gateway_queue_depth", "Tickets waiting", labels=["class"])
+        tokens = GaugeMetricFamily("gateway_queue_tokens", "Tokens (prompt+max) waiting",
+                                   labels=["class"])
+        for c in snap.classes:
+            depth.add_metric([c.policy.name], c.queued)
+            tokens.add_metric([c.policy.name], c.queued_tokens)
+        limit = GaugeMetricFamily("gateway_engine_concurrency_limit",
+                                  "Sequences the controller lets into the engine",
+                                  labels=["engine"])
+        granted = GaugeMetricFamily("gateway_engine_granted", "Slots held by granted tickets",
+                                    labels=["engine"])
+        observed = GaugeMetricFamily("gateway_engine_controller_ttft_seconds",
+                                     "The controller's windowed engine-side TTFT quantile",
+                                     labels=["engine"])
+        for e in snap.engines:
+            limit.add_metric([e.name], e.controller.limit)
+            granted.add_metric([e.name], e.inflight)
+            if e.controller.observed_s is not None:
+                observed.add_metric([e.name], e.controller.observed_s)
+        yield from (depth, tokens, limit, granted, observed)
 
 
 class _EngineCollector(Collector):

@@ -30,7 +30,9 @@ from gateway.errors import (
     EngineFailed,
     InvalidRequest,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
+    QueueTimeout,
     Unavailable,
 )
 from gateway.lifecycle import Lifecycle
@@ -38,6 +40,9 @@ from gateway.metrics import GatewayMetrics
 from gateway.prompts import PromptEncoder
 from gateway.validate import Kind, ParsedRequest, parse_request
 from gateway.wire import DONE, Transcript, sse
+from scheduler.dispatcher import Dispatcher, Expired, Rejected
+from scheduler.placement import prefix_key
+from scheduler.ticket import Ticket
 
 logger = logging.getLogger(__name__)
 
@@ -70,15 +75,14 @@ class CompletionService:
         models: Mapping[str, ServedModel],
         lifecycle: Lifecycle,
         metrics: GatewayMetrics,
+        dispatcher: Dispatcher,
     ) -> None:
         self.config = config
         self.pool = pool
         self.models = dict(models)
         self.lifecycle = lifecycle
         self.metrics = metrics
-        # engine name -> served model it runs
-        self._engine_model = {m.engine.name: pool.infos[m.engine.name].served_model_name
-                              for m in pool}
+        self.dispatcher = dispatcher
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "completion")
@@ -102,21 +106,37 @@ class CompletionService:
             sla = resolve_class(self.config.classes, self.config.default_class,
                                 parsed.service_tier, request.headers.get("X-SLA-Class"))
             label = sla.name
+            deadline = arrival + _queue_budget(sla, request.headers.get("X-Request-Deadline-Ms"))
             generation = await self._prepare(parsed, model, sla)
-            engine = self._place(sla, model.name)
             with self.lifecycle.track():
-                transcript = Transcript(
-                    kind, generation.request_id, model.name, generation.sampling.n,
-                    len(generation.prompt_token_ids), generation.sampling.logprobs,
-                    sla.name, include_usage=parsed.include_usage,
+                ticket = Ticket(
+                    id=generation.request_id, sla_class=sla.name, tenant="anonymous",
+                    prompt_tokens=len(generation.prompt_token_ids),
+                    max_tokens=generation.sampling.max_tokens * generation.sampling.n,
+                    arrival=arrival, deadline=deadline,
+                    prefix_key=prefix_key(generation.prompt_token_ids,
+                                          self.config.scheduler.prefix_tokens),
                 )
-                if parsed.stream:
-                    response, outcome = await self._stream(request, engine, generation,
-                                                           transcript, sla, arrival)
-                else:
-                    response = await self._complete(engine, generation, transcript, sla, arrival)
-                    outcome = "ok"
-                return response
+                engine = await self._acquire(ticket, sla)
+                release = "failed"
+                try:
+                    transcript = Transcript(
+                        kind, generation.request_id, model.name, generation.sampling.n,
+                        len(generation.prompt_token_ids), generation.sampling.logprobs,
+                        sla.name, include_usage=parsed.include_usage,
+                    )
+                    if parsed.stream:
+                        response, outcome = await self._stream(
+                            request, engine, generation, transcript, sla, ticket)
+                    else:
+                        response = await self._complete(engine, generation, transcript, sla,
+                                                        ticket)
+                        outcome = "ok"
+                    release = "finished" if outcome == "ok" else outcome
+                    response.headers["X-SLA-Class"] = sla.name
+                    return response
+                finally:
+                    self.dispatcher.release(ticket, release)
         except APIError as exc:
             outcome = exc.outcome
             raise
@@ -128,6 +148,20 @@ class CompletionService:
             raise
         finally:
             self.metrics.requests.labels(label, outcome).inc()
+
+    async def _acquire(self, ticket: Ticket, sla: SLAClass) -> Engine:
+        """Wait in the SLA queue for a grant; the engine it was placed on."""
+        try:
+            name = await self.dispatcher.acquire(ticket)
+        except Rejected as exc:
+            r = exc.rejection
+            raise Overloaded(r.message, reason=r.reason, retry_after_s=r.retry_after_s) from None
+        except Expired as exc:
+            raise QueueTimeout(f"Request {exc}.", reason="queue_timeout",
+                               retry_after_s=sla.queue_timeout_s) from None
+        assert ticket.granted_at is not None
+        self.metrics.queue_wait.labels(sla.name).observe(ticket.granted_at - ticket.arrival)
+        return self.pool.engine(name)
 
     async def _prepare(self, parsed: ParsedRequest, model: ServedModel,
                        sla: SLAClass) -> GenerationRequest:
@@ -161,25 +195,14 @@ class CompletionService:
             priority=sla.priority,
         )
 
-    def _place(self, sla: SLAClass, model: str) -> Engine:
-        """Least in-flight healthy engine serving this class and model.
-
-        The SLA scheduler (queues, admission, adaptive limits) replaces this.
-        """
-        engines = [e for e in self.pool.eligible(sla.name) if self._engine_model[e.name] == model]
-        if not engines:
-            raise Unavailable(f"No healthy engine serves class {sla.name!r} for this model.",
-                              reason="no_engine", retry_after_s=5)
-        return min(engines, key=lambda e: e.stats().inflight)
-
     async def _complete(self, engine: Engine, generation: GenerationRequest,
-                        transcript: Transcript, sla: SLAClass,
-                        arrival: float) -> web.Response:
-        timer = _Timer(arrival)
+                        transcript: Transcript, sla: SLAClass, ticket: Ticket) -> web.Response:
+        timer = _Timer(ticket.arrival)
         try:
             async with aclosing(engine.generate(generation)) as deltas:
                 async for delta in deltas:
-                    timer.token(len(delta.token_ids))
+                    if timer.token(len(delta.token_ids)):
+                        self.dispatcher.first_token(ticket)
                     transcript.add(delta)
         except EngineError as exc:
             raise _engine_failure(engine, exc) from exc
@@ -189,8 +212,8 @@ class CompletionService:
 
     async def _stream(self, request: web.Request, engine: Engine, generation: GenerationRequest,
                       transcript: Transcript, sla: SLAClass,
-                      arrival: float) -> tuple[web.StreamResponse, str]:
-        timer = _Timer(arrival)
+                      ticket: Ticket) -> tuple[web.StreamResponse, str]:
+        timer = _Timer(ticket.arrival)
         response: web.StreamResponse | None = None
         try:
             async with aclosing(engine.generate(generation)) as deltas:
@@ -199,8 +222,10 @@ class CompletionService:
                         # Headers go out with the first token: an engine failure
                         # before it can still be answered with a real status.
                         response = web.StreamResponse(headers=SSE_HEADERS)
+                        response.headers["X-SLA-Class"] = sla.name
                         await response.prepare(request)
-                    timer.token(len(delta.token_ids))
+                    if timer.token(len(delta.token_ids)):
+                        self.dispatcher.first_token(ticket)
                     await response.write(transcript.chunk(delta))
         except EngineError as exc:
             failure = _engine_failure(engine, exc)
@@ -219,6 +244,7 @@ class CompletionService:
             return response, "aborted"
         if response is None:
             response = web.StreamResponse(headers=SSE_HEADERS)
+            response.headers["X-SLA-Class"] = sla.name
             await response.prepare(request)
         if transcript.include_usage:
             await response.write(transcript.usage_chunk())
@@ -256,14 +282,33 @@ class _Timer:
         self.last = arrival
         self.tokens = 0
 
-    def token(self, count: int) -> None:
+    def token(self, count: int) -> bool:
+        """Record ``count`` new tokens; True when they are the first."""
         if count == 0:
-            return
+            return False
         now = time.monotonic()
-        if self.first is None:
+        first = self.first is None
+        if first:
             self.first = now
         self.last = now
         self.tokens += count
+        return first
+
+
+def _queue_budget(sla: SLAClass, header: str | None) -> float:
+    """Seconds the request may wait for a grant: the class timeout, tightened
+    (never loosened) by the client's ``X-Request-Deadline-Ms``."""
+    budget = sla.queue_timeout_s
+    if header is None:
+        return budget
+    try:
+        client_ms = int(header)
+    except ValueError:
+        client_ms = 0
+    if client_ms <= 0:
+        raise InvalidRequest("X-Request-Deadline-Ms must be a positive integer (milliseconds).",
+                             param="X-Request-Deadline-Ms")
+    return min(budget, client_ms / 1000)
 
 
 def _engine_failure(engine: Engine, exc: EngineError) -> APIError:

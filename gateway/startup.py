@@ -19,6 +19,8 @@ from engines.vllm_engine import VLLMEngine
 from engines.warmup import warmup_requests
 from gateway.config import GatewayConfig
 from gateway.serving import ServedModel
+from gateway.validate import ChatMessage
+from scheduler.placement import Affinity, prefix_key
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +46,10 @@ def build_pool(config: GatewayConfig) -> EnginePool:
     return EnginePool(members)
 
 
-async def start_and_warm(config: GatewayConfig, pool: EnginePool
+async def start_and_warm(config: GatewayConfig, pool: EnginePool, affinity: Affinity
                          ) -> tuple[dict[str, ServedModel], StartupReport]:
-    """Start every engine, load each served model's tokenizer, warm every engine."""
+    """Start every engine, load each served model's tokenizer, warm every engine,
+    and pin each warmup prompt's prefix to the engine that cached it."""
     from gateway.prompts import PromptEncoder
 
     started = time.perf_counter()
@@ -63,7 +66,8 @@ async def start_and_warm(config: GatewayConfig, pool: EnginePool
                            info.served_model_name)
     reports = await asyncio.gather(*(
         _warm(pool, spec.name, spec.warmup.prompts, spec.warmup.ladder,
-              models[pool.infos[spec.name].served_model_name])
+              models[pool.infos[spec.name].served_model_name], affinity,
+              config.scheduler.prefix_tokens)
         for spec in config.engines
     ))
     for r in reports:
@@ -73,7 +77,14 @@ async def start_and_warm(config: GatewayConfig, pool: EnginePool
 
 
 async def _warm(pool: EnginePool, name: str, prompts: tuple[str, ...],
-                ladder: tuple[int, ...], model: ServedModel) -> WarmupReport:
-    requests = warmup_requests(name, prompts, ladder, model.encoder.encode_text,
-                               model.max_model_len)
+                ladder: tuple[int, ...], model: ServedModel, affinity: Affinity,
+                prefix_tokens: int) -> WarmupReport:
+    encoder = model.encoder
+    # Each prompt in both forms clients send it: as raw completion text, and as
+    # a chat system message (the chat template puts other tokens before it).
+    forms = [encoder.encode_text(p) for p in prompts]
+    forms += [encoder.encode_chat([ChatMessage("system", p)]) for p in prompts]
+    for ids in forms:
+        affinity.remember(prefix_key(ids, prefix_tokens), name)
+    requests = warmup_requests(name, forms, ladder, encoder.encode_text, model.max_model_len)
     return await pool.engine(name).warmup(requests)

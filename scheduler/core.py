@@ -1,0 +1,276 @@
+"""``Scheduler``: the pure, synchronous SLA scheduling core.
+
+No awaits, no sockets, no clock of its own: every call takes ``now``. The
+async driver (``dispatcher.py``) calls it on arrivals, releases and timers.
+
+Dispatch order when an engine has a free slot:
+1. Only classes with queued work and a free eligible engine compete.
+2. Strict rank: the lowest rank among them wins...
+3. ...shared by weight (stride scheduling) among classes of that rank, and
+   with any lower-ranked class whose oldest ticket has waited past the
+   promotion age (starvation promotion: that ticket goes next for its class).
+4. Inside a class: tenant fairness by tokens, then earliest deadline.
+Placement: prefix affinity, then the least loaded eligible engine.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.admission import Rejection, check_admission
+from scheduler.controller import ConcurrencyController, ControllerState
+from scheduler.placement import Affinity, choose_engine
+from scheduler.policy import ClassPolicy, SchedulerSettings
+from scheduler.queues import ClassQueue
+from scheduler.rate import RateMeter
+from scheduler.ticket import Ticket, TicketState
+
+_RECENT_TTFT = 512  # samples kept per class for the /v1/sla p99
+
+
+@dataclass(frozen=True, slots=True)
+class ClassSnapshot:
+    policy: ClassPolicy
+    queued: int
+    queued_tokens: int
+    counters: Mapping[str, int]  # submitted, rejected:<reason>, granted, expired, ...
+    ttft_p99_s: float | None  # recent arrival -> first token
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSnapshot:
+    name: str
+    healthy: bool
+    inflight: int
+    controller: ControllerState
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSnapshot:
+    classes: tuple[ClassSnapshot, ...]
+    engines: tuple[EngineSnapshot, ...]
+
+
+class Scheduler:
+    def __init__(self, classes: Sequence[ClassPolicy], engine_max: Mapping[str, int],
+                 settings: SchedulerSettings) -> None:
+        self.settings = settings
+        self.classes = {c.name: c for c in classes}
+        for c in classes:
+            unknown = c.engines - set(engine_max)
+            if unknown:
+                raise ValueError(f"class {c.name} names unknown engines {sorted(unknown)}")
+        self.queues = {c.name: ClassQueue(c.name) for c in classes}
+        self.controllers = {
+            engine: ConcurrencyController(
+                settings.controller, limit,
+                min((c.ttft_target_s for c in classes if engine in c.engines), default=1.0))
+            for engine, limit in engine_max.items()
+        }
+        self.inflight = dict.fromkeys(engine_max, 0)
+        self.healthy = set(engine_max)
+        self.affinity = Affinity(settings.affinity_entries)
+        self.counters = {c.name: Counter[str]() for c in classes}
+        self._drain = {engine: RateMeter(settings.rate_window_s) for engine in engine_max}
+        self._pass = dict.fromkeys(self.classes, 0.0)
+        self._vtime = 0.0
+        self._deadlines: list[tuple[float, int, Ticket]] = []
+        self._granted: dict[str, Ticket] = {}
+        self._seq = itertools.count()
+        self._ttft = {c.name: deque[float](maxlen=_RECENT_TTFT) for c in classes}
+
+    # -- arrivals ------------------------------------------------------------------
+
+    def submit(self, ticket: Ticket, now: float) -> Rejection | None:
+        """Admit (enqueue) the ticket or say why not. Never blocks."""
+        policy = self.classes[ticket.sla_class]
+        counters = self.counters[ticket.sla_class]
+        counters["submitted"] += 1
+        queue = self.queues[ticket.sla_class]
+        rejection: Rejection | None
+        if not policy.engines & self.healthy:
+            rejection = Rejection("no_engine", 5.0,
+                                  f"No healthy engine serves {policy.name!r}.")
+        else:
+            rejection = check_admission(policy, len(queue), queue.queued_tokens, ticket,
+                                        self.predicted_wait(policy, now), now)
+        if rejection is not None:
+            counters[f"rejected:{rejection.reason}"] += 1
+            ticket.state = TicketState.DONE
+            return rejection
+        counters["admitted"] += 1
+        ticket.seq = next(self._seq)
+        if not len(queue):
+            # A class that was idle rejoins the stride at the current virtual
+            # time: no banked share for the time it had nothing to send.
+            self._pass[policy.name] = max(self._pass[policy.name], self._vtime)
+        queue.push(ticket)
+        heapq.heappush(self._deadlines, (ticket.deadline, ticket.seq, ticket))
+        return None
+
+    def predicted_wait(self, policy: ClassPolicy, now: float) -> float | None:
+        """Seconds a new ticket of this class would wait, or None if unknown."""
+        engines = policy.engines & self.healthy
+        ahead = sum(len(self.queues[c.name]) for c in self.classes.values()
+                    if c.rank <= policy.rank and c.engines & engines)
+        free = sum(max(0, self.limit(e) - self.inflight[e]) for e in engines)
+        if ahead < free:
+            return 0.0
+        rates = [r for e in engines if (r := self._drain[e].rate(now)) is not None]
+        if not rates or sum(rates) <= 0:
+            return None
+        return (ahead + 1 - free) / sum(rates)
+
+    # -- dispatch -----------------------------------------------------------------
+
+    def limit(self, engine: str) -> int:
+        return self.controllers[engine].limit
+
+    def dispatch(self, now: float) -> list[Ticket]:
+        """Grant every ticket that can run now; each gets ``engine`` set."""
+        grants: list[Ticket] = []
+        while True:
+            free = {e for e in self.healthy if self.inflight[e] < self.limit(e)}
+            picked = self._select(now, free) if free else None
+            if picked is None:
+                break
+            ticket, policy = picked
+            candidates = sorted(policy.engines & free)
+            engine = choose_engine(candidates, self.affinity.lookup(ticket.prefix_key),
+                                   self.inflight, {e: self.limit(e) for e in candidates})
+            self._grant(ticket, policy, engine, now)
+            grants.append(ticket)
+        self._note_binding()
+        return grants
+
+    def _select(self, now: float, free: set[str]) -> tuple[Ticket, ClassPolicy] | None:
+        ready = [c for c in self.classes.values()
+                 if len(self.queues[c.name]) and c.engines & free]
+        if not ready:
+            return None
+        top = min(c.rank for c in ready)
+        promotion_age = self.settings.promotion_age_s
+        contenders: list[tuple[ClassPolicy, bool]] = []
+        for c in ready:
+            if c.rank == top:
+                contenders.append((c, False))
+            else:
+                oldest = self.queues[c.name].oldest()
+                if oldest is not None and now - oldest.arrival >= promotion_age:
+                    contenders.append((c, True))
+        policy, promoted = min(contenders, key=lambda cp: (self._pass[cp[0].name], cp[0].rank,
+                                                           cp[0].name))
+        queue = self.queues[policy.name]
+        ticket = queue.oldest() if promoted else queue.peek()
+        assert ticket is not None
+        ticket.promoted = promoted
+        return ticket, policy
+
+    def _grant(self, ticket: Ticket, policy: ClassPolicy, engine: str, now: float) -> None:
+        queue = self.queues[policy.name]
+        queue.remove(ticket)
+        queue.charge(ticket)
+        ticket.state = TicketState.GRANTED
+        ticket.engine = engine
+        ticket.granted_at = now
+        self.inflight[engine] += 1
+        self._granted[ticket.id] = ticket
+        self.affinity.remember(ticket.prefix_key, engine)
+        self._vtime = self._pass[policy.name]
+        self._pass[policy.name] += 1.0 / policy.weight
+        counters = self.counters[policy.name]
+        counters["granted"] += 1
+        if ticket.promoted:
+            counters["promoted"] += 1
+
+    def _note_binding(self) -> None:
+        # An engine at its limit while a class it serves has work: the limit binds.
+        for engine in self.healthy:
+            if self.inflight[engine] >= self.limit(engine) and any(
+                    len(self.queues[c.name]) for c in self.classes.values()
+                    if engine in c.engines):
+                self.controllers[engine].note_binding()
+
+    # -- progress and endings -------------------------------------------------------
+
+    def first_token(self, ticket: Ticket, now: float) -> None:
+        """The engine produced the ticket's first token: feed the controller."""
+        if ticket.first_token_at is not None or ticket.granted_at is None:
+            return
+        ticket.first_token_at = now
+        assert ticket.engine is not None
+        self.controllers[ticket.engine].observe(now - ticket.granted_at, now)
+        self._ttft[ticket.sla_class].append(now - ticket.arrival)
+
+    def release(self, ticket: Ticket, now: float, outcome: str = "finished") -> None:
+        """A granted ticket is done (finished, failed or aborted): free its slot."""
+        if ticket.state is TicketState.QUEUED:
+            self.cancel(ticket)
+            return
+        if ticket.state is not TicketState.GRANTED:
+            return
+        assert ticket.engine is not None
+        ticket.state = TicketState.DONE
+        del self._granted[ticket.id]
+        self.inflight[ticket.engine] -= 1
+        self._drain[ticket.engine].record(now)
+        self.counters[ticket.sla_class][outcome] += 1
+
+    def cancel(self, ticket: Ticket) -> bool:
+        """Drop a queued ticket (client gone). False if it was not queued."""
+        if ticket.state is not TicketState.QUEUED:
+            return False
+        self.queues[ticket.sla_class].remove(ticket)
+        ticket.state = TicketState.DONE
+        self.counters[ticket.sla_class]["cancelled"] += 1
+        return True
+
+    def expire(self, now: float) -> list[Ticket]:
+        """Queued tickets whose deadline has passed, removed from their queues."""
+        expired = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, ticket = heapq.heappop(self._deadlines)
+            if ticket.state is TicketState.QUEUED:
+                self.queues[ticket.sla_class].remove(ticket)
+                ticket.state = TicketState.DONE
+                self.counters[ticket.sla_class]["expired"] += 1
+                expired.append(ticket)
+        return expired
+
+    def next_deadline(self) -> float | None:
+        while self._deadlines and self._deadlines[0][2].state is not TicketState.QUEUED:
+            heapq.heappop(self._deadlines)
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def tick(self, now: float) -> bool:
+        """Run the controllers; True if any limit changed."""
+        changed = False
+        for controller in self.controllers.values():
+            changed |= controller.update(now)
+        return changed
+
+    def set_healthy(self, engines: Iterable[str]) -> None:
+        self.healthy = set(engines) & set(self.inflight)
+
+    # -- state ----------------------------------------------------------------------
+
+    def queued(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    def snapshot(self) -> SchedulerSnapshot:
+        classes = []
+        for name, policy in self.classes.items():
+            samples = self._ttft[name]
+            p99 = float(np.quantile(np.fromiter(samples, float), 0.99)) if samples else None
+            queue = self.queues[name]
+            classes.append(ClassSnapshot(policy, len(queue), queue.queued_tokens,
+                                         dict(self.counters[name]), p99))
+        engines = tuple(EngineSnapshot(e, e in self.healthy, self.inflight[e],
+                                       self.controllers[e].state()) for e in self.inflight)
+        return SchedulerSnapshot(tuple(classes), engines)
