@@ -34,8 +34,10 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 DEMO_MODEL_NAME = "slagate-demo"
-# bfloat16: vLLM's CPU and CUDA builds both run it natively, and "auto" keeps it as is.
-DEMO_MODEL_DTYPE = "bfloat16"
+# float32: on this CPU vLLM's own OpenAI server dies with SIGILL (its worker exits with
+# -4) on the first bf16 request, while fp32 runs everywhere. Plain vLLM must run on
+# exactly the demo model for side-by-side numbers, so the demo model is fp32.
+DEMO_MODEL_DTYPE = "float32"
 
 # ChatML, with BOS first as Llama tokenizers do; unknown roles fail loudly, not silently.
 CHAT_TEMPLATE = (
