@@ -33,6 +33,7 @@ def scheduler_settings(config: GatewayConfig) -> SchedulerSettings:
     s, c = config.scheduler, config.scheduler.controller
     return SchedulerSettings(
         promotion_age_s=s.promotion_age_s,
+        reserved_slots=s.reserved_slots,
         prefix_tokens=s.prefix_tokens,
         rate_window_s=s.rate_window_s,
         controller=ControllerSettings(

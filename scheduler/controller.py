@@ -12,6 +12,7 @@ multiplicative decrease when over, bounded by [min_limit, max_limit].
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,20 +30,30 @@ class ControllerState:
 
 
 class ConcurrencyController:
-    def __init__(self, settings: ControllerSettings, max_limit: int, ttft_target_s: float) -> None:
+    """AIMD on engine-side TTFT, judged per class against that class's own target.
+
+    A batch request's TTFT may be long by design (vLLM runs it after interactive
+    work when the engine uses priorities); only a class missing *its* target is
+    a reason to shrink the batch. Samples without a class are judged against
+    the tightest target.
+    """
+
+    def __init__(self, settings: ControllerSettings, max_limit: int, ttft_target_s: float,
+                 class_targets: Mapping[str, float] | None = None) -> None:
         self.settings = settings
         self.max_limit = max_limit
         self.target_s = ttft_target_s * settings.target_fraction
+        self._targets = {c: t * settings.target_fraction for c, t in (class_targets or {}).items()}
         initial = settings.initial_limit if settings.initial_limit is not None else max_limit
         self.limit = max(settings.min_limit, min(max_limit, initial))
-        self._samples: deque[tuple[float, float]] = deque()  # (time, ttft)
+        self._samples: dict[str | None, deque[tuple[float, float]]] = {}
         self._next_update: float | None = None
         self._binding = False
         self._last_action = "hold" if settings.enabled else "fixed"
         self._observed: float | None = None
 
-    def observe(self, ttft_s: float, now: float) -> None:
-        self._samples.append((now, ttft_s))
+    def observe(self, ttft_s: float, now: float, sla_class: str | None = None) -> None:
+        self._samples.setdefault(sla_class, deque()).append((now, ttft_s))
 
     def note_binding(self) -> None:
         """The limit held back a ticket that could otherwise have been granted."""
@@ -60,16 +71,24 @@ class ConcurrencyController:
             return False
         self._next_update = now + s.interval_s
         horizon = now - s.window_s
-        while self._samples and self._samples[0][0] < horizon:
-            self._samples.popleft()
+        worst: tuple[float, float] | None = None  # (quantile / target, quantile)
+        for sla_class, samples in self._samples.items():
+            while samples and samples[0][0] < horizon:
+                samples.popleft()
+            if len(samples) < s.min_samples:
+                continue
+            values = np.fromiter((v for _, v in samples), dtype=float)
+            q = float(np.quantile(values, s.quantile))
+            ratio = q / self._targets.get(sla_class, self.target_s)  # type: ignore[arg-type]
+            if worst is None or ratio > worst[0]:
+                worst = (ratio, q)
         before = self.limit
-        if len(self._samples) < s.min_samples:
+        if worst is None:
             self._observed = None
             action = "hold"
         else:
-            values = np.fromiter((v for _, v in self._samples), dtype=float)
-            self._observed = float(np.quantile(values, s.quantile))
-            if self._observed > self.target_s:
+            self._observed = worst[1]
+            if worst[0] > 1.0:
                 self.limit = max(s.min_limit, int(self.limit * s.decrease))
                 # Samples taken at the old limit say nothing about the new one.
                 self._samples.clear()
@@ -84,5 +103,5 @@ class ConcurrencyController:
         return self.limit != before
 
     def state(self) -> ControllerState:
-        return ControllerState(self.limit, self.target_s, self._observed, len(self._samples),
-                               self._last_action)
+        return ControllerState(self.limit, self.target_s, self._observed,
+                               sum(len(v) for v in self._samples.values()), self._last_action)

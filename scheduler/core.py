@@ -70,10 +70,14 @@ class Scheduler:
         self.controllers = {
             engine: ConcurrencyController(
                 settings.controller, limit,
-                min((c.ttft_target_s for c in classes if engine in c.engines), default=1.0))
+                min((c.ttft_target_s for c in classes if engine in c.engines), default=1.0),
+                {c.name: c.ttft_target_s for c in classes if engine in c.engines})
             for engine, limit in engine_max.items()
         }
         self.inflight = dict.fromkeys(engine_max, 0)
+        # The most urgent rank each engine serves: only it may use reserved slots.
+        self._top_rank = {e: min((c.rank for c in classes if e in c.engines), default=0)
+                          for e in engine_max}
         self.healthy = set(engine_max)
         self.affinity = Affinity(settings.affinity_entries)
         self.counters = {c.name: Counter[str]() for c in classes}
@@ -141,7 +145,7 @@ class Scheduler:
             if picked is None:
                 break
             ticket, policy = picked
-            candidates = sorted(policy.engines & free)
+            candidates = sorted(e for e in policy.engines & free if self._usable(e, policy))
             engine = choose_engine(candidates, self.affinity.lookup(ticket.prefix_key),
                                    self.inflight, {e: self.limit(e) for e in candidates})
             self._grant(ticket, policy, engine, now)
@@ -151,7 +155,8 @@ class Scheduler:
 
     def _select(self, now: float, free: set[str]) -> tuple[Ticket, ClassPolicy] | None:
         ready = [c for c in self.classes.values()
-                 if len(self.queues[c.name]) and c.engines & free]
+                 if len(self.queues[c.name])
+                 and any(self._usable(e, c) for e in c.engines & free)]
         if not ready:
             return None
         top = min(c.rank for c in ready)
@@ -163,6 +168,9 @@ class Scheduler:
             else:
                 oldest = self.queues[c.name].oldest()
                 if oldest is not None and now - oldest.arrival >= promotion_age:
+                    # Joins the stride at the current virtual time: the grants it
+                    # was ranked out of are no credit to take back from the top.
+                    self._pass[c.name] = max(self._pass[c.name], self._vtime)
                     contenders.append((c, True))
         policy, promoted = min(contenders, key=lambda cp: (self._pass[cp[0].name], cp[0].rank,
                                                            cp[0].name))
@@ -171,6 +179,15 @@ class Scheduler:
         assert ticket is not None
         ticket.promoted = promoted
         return ticket, policy
+
+    def _usable(self, engine: str, policy: ClassPolicy) -> bool:
+        """Whether a ticket of this class may take a slot on the engine now: the
+        last ``reserved_slots`` under the limit are kept for the engine's most
+        urgent class, so a burst of it never waits behind a full batch."""
+        limit = self.limit(engine)
+        if policy.rank > self._top_rank[engine]:
+            limit = max(1, limit - self.settings.reserved_slots)
+        return self.inflight[engine] < limit
 
     def _grant(self, ticket: Ticket, policy: ClassPolicy, engine: str, now: float) -> None:
         queue = self.queues[policy.name]
@@ -190,11 +207,10 @@ class Scheduler:
             counters["promoted"] += 1
 
     def _note_binding(self) -> None:
-        # An engine at its limit while a class it serves has work: the limit binds.
+        # A class it serves has work it may not start here: the engine's limit binds.
         for engine in self.healthy:
-            if self.inflight[engine] >= self.limit(engine) and any(
-                    len(self.queues[c.name]) for c in self.classes.values()
-                    if engine in c.engines):
+            if any(len(self.queues[c.name]) and not self._usable(engine, c)
+                   for c in self.classes.values() if engine in c.engines):
                 self.controllers[engine].note_binding()
 
     # -- progress and endings -------------------------------------------------------
@@ -205,7 +221,7 @@ class Scheduler:
             return
         ticket.first_token_at = now
         assert ticket.engine is not None
-        self.controllers[ticket.engine].observe(now - ticket.granted_at, now)
+        self.controllers[ticket.engine].observe(now - ticket.granted_at, now, ticket.sla_class)
         self._ttft[ticket.sla_class].append(now - ticket.arrival)
 
     def release(self, ticket: Ticket, now: float, outcome: str = "finished") -> None:

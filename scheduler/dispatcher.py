@@ -72,7 +72,7 @@ class Dispatcher:
             if ticket.state is TicketState.QUEUED:
                 self.scheduler.cancel(ticket)
             elif ticket.state is TicketState.GRANTED:
-                self.release(ticket, "cancelled")
+                self.release(ticket, "abandoned")
             raise
 
     def first_token(self, ticket: Ticket) -> None:
@@ -90,8 +90,9 @@ class Dispatcher:
         for ticket in self.scheduler.dispatch(self.now()):
             future = self._waiters.pop(ticket.id, None)
             if future is None or future.done():
-                # Its waiter is gone (cancelled between grant and now).
-                self.scheduler.release(ticket, self.now(), "cancelled")
+                # Its waiter is gone (cancelled between grant and now). Not
+                # "cancelled": that counts tickets that left the queue ungranted.
+                self.scheduler.release(ticket, self.now(), "abandoned")
                 continue
             assert ticket.engine is not None
             future.set_result(ticket.engine)

@@ -29,6 +29,9 @@ class ClassQueue:
         self.name = name
         self._tenants: dict[str, _Tenant] = {}
         self._virtual: dict[str, float] = {}  # tokens granted per tenant (fairness)
+        # The counter of the last tenant granted: where a tenant rejoins when no
+        # other is queued (else an empty queue would hand back everyone's credit).
+        self._floor = 0.0
         self._arrivals: deque[Ticket] = deque()  # arrival order, for the oldest ticket
         self._ids: dict[str, Ticket] = {}
         self.queued_tokens = 0
@@ -48,7 +51,8 @@ class ClassQueue:
             tenant = self._tenants[ticket.tenant] = _Tenant()
         if tenant.live == 0:
             # Rejoin at the busiest-served minimum: no credit for idle time.
-            floor = min((self._virtual[t] for t, s in self._tenants.items() if s.live), default=0.0)
+            floor = min((self._virtual[t] for t, s in self._tenants.items() if s.live),
+                        default=self._floor)
             self._virtual[ticket.tenant] = max(self._virtual.get(ticket.tenant, 0.0), floor)
         heapq.heappush(tenant.heap, (ticket.deadline, ticket.seq, ticket))
         tenant.live += 1
@@ -83,7 +87,9 @@ class ClassQueue:
 
     def charge(self, ticket: Ticket) -> None:
         """Count a granted ticket's tokens against its tenant."""
-        self._virtual[ticket.tenant] = self._virtual.get(ticket.tenant, 0.0) + ticket.cost
+        start = self._virtual.get(ticket.tenant, 0.0)
+        self._floor = max(self._floor, start)
+        self._virtual[ticket.tenant] = start + ticket.cost
 
     @staticmethod
     def _head(tenant: _Tenant) -> Ticket:
