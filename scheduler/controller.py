@@ -45,14 +45,21 @@ class ConcurrencyController:
         self.target_s = ttft_target_s * settings.target_fraction
         self._targets = {c: t * settings.target_fraction for c, t in (class_targets or {}).items()}
         initial = settings.initial_limit if settings.initial_limit is not None else max_limit
-        self.limit = max(settings.min_limit, min(max_limit, initial))
+        # The engine's max_num_seqs wins over a min_limit configured above it.
+        self.min_limit = min(settings.min_limit, max_limit)
+        self.limit = max(self.min_limit, min(max_limit, initial))
         self._samples: dict[str | None, deque[tuple[float, float]]] = {}
         self._next_update: float | None = None
         self._binding = False
         self._last_action = "hold" if settings.enabled else "fixed"
         self._observed: float | None = None
+        self._decreased_at = float("-inf")
 
     def observe(self, ttft_s: float, now: float, sla_class: str | None = None) -> None:
+        if not self.settings.enabled:
+            return  # nothing would ever trim them
+        if now - ttft_s < self._decreased_at:
+            return  # granted under the old, higher limit: not evidence about this one
         self._samples.setdefault(sla_class, deque()).append((now, ttft_s))
 
     def note_binding(self) -> None:
@@ -89,9 +96,10 @@ class ConcurrencyController:
         else:
             self._observed = worst[1]
             if worst[0] > 1.0:
-                self.limit = max(s.min_limit, int(self.limit * s.decrease))
+                self.limit = max(self.min_limit, int(self.limit * s.decrease))
                 # Samples taken at the old limit say nothing about the new one.
                 self._samples.clear()
+                self._decreased_at = now
                 action = "decrease"
             elif self._binding:
                 self.limit = min(self.max_limit, self.limit + s.increase)

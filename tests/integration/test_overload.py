@@ -89,7 +89,7 @@ async def test_burst_keeps_interactive_fast_and_reconciles(gateway: GatewayProce
         rejected = sum(v for k, v in c.items() if k.startswith("rejected:"))
         assert c["submitted"] == sent == rejected + c["admitted"], c
         ended = c.get("finished", 0) + c.get("expired", 0) + c.get("cancelled", 0) + \
-            c.get("failed", 0) + c.get("client_gone", 0)
+            c.get("failed", 0) + c.get("client_gone", 0) + c.get("abandoned", 0)
         assert c["admitted"] == ended, c
         assert after[name]["queue_depth"] == 0 and after[name]["queued_tokens"] == 0
         ok = sum(r[0] == 200 for r in by_class[name])
