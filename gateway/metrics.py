@@ -35,6 +35,9 @@ class GatewayMetrics:
         r = self.registry
         self.requests = Counter("gateway_requests_total", "Requests by terminal outcome",
                                 ["class", "outcome"], registry=r)
+        self.rejections = Counter("gateway_rejections_total",
+                                  "Requests shed (429) or timed out in the queue (503), by reason",
+                                  ["class", "reason"], registry=r)
         self.queue_wait = Histogram("gateway_queue_wait_seconds", "Time from arrival to grant",
                                     ["class"], buckets=LATENCY_BUCKETS, registry=r)
         self.ttft = Histogram("gateway_ttft_seconds", "Arrival to first token", ["class"],

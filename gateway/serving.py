@@ -155,8 +155,10 @@ class CompletionService:
             name = await self.dispatcher.acquire(ticket)
         except Rejected as exc:
             r = exc.rejection
+            self.metrics.rejections.labels(sla.name, r.reason).inc()
             raise Overloaded(r.message, reason=r.reason, retry_after_s=r.retry_after_s) from None
         except Expired as exc:
+            self.metrics.rejections.labels(sla.name, "queue_timeout").inc()
             raise QueueTimeout(f"Request {exc}.", reason="queue_timeout",
                                retry_after_s=sla.queue_timeout_s) from None
         assert ticket.granted_at is not None

@@ -96,5 +96,7 @@ async def test_burst_keeps_interactive_fast_and_reconciles(gateway: GatewayProce
         assert c.get("finished", 0) == ok
         assert rejected == sum(r[0] == 429 for r in by_class[name])
         assert c.get("expired", 0) == sum(r[0] == 503 for r in by_class[name])
+    shed_metric = gateway.metric("gateway_rejections_total", **{"class": "batch"})
+    assert shed_metric >= len(shed)
     assert gateway.metric("gateway_queue_depth") == 0
     assert gateway.metric("gateway_engine_granted") == 0
