@@ -135,6 +135,9 @@ class CompletionService:
                     release = "finished" if outcome == "ok" else outcome
                     response.headers["X-SLA-Class"] = sla.name
                     return response
+                except (asyncio.CancelledError, ConnectionResetError):
+                    release = "aborted" if self.lifecycle.draining else "client_gone"
+                    raise
                 finally:
                     self.dispatcher.release(ticket, release)
         except APIError as exc:
