@@ -34,6 +34,7 @@ def scheduler_settings(config: GatewayConfig) -> SchedulerSettings:
     return SchedulerSettings(
         promotion_age_s=s.promotion_age_s,
         reserved_slots=s.reserved_slots,
+        top_class_headroom=s.top_class_headroom,
         prefix_tokens=s.prefix_tokens,
         rate_window_s=s.rate_window_s,
         controller=ControllerSettings(

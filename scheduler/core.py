@@ -140,7 +140,8 @@ class Scheduler:
         """Grant every ticket that can run now; each gets ``engine`` set."""
         grants: list[Ticket] = []
         while True:
-            free = {e for e in self.healthy if self.inflight[e] < self.limit(e)}
+            # Past the limit only the top class may go (headroom); _usable decides.
+            free = {e for e in self.healthy if self.inflight[e] < self._ceiling(e)}
             picked = self._select(now, free) if free else None
             if picked is None:
                 break
@@ -181,13 +182,23 @@ class Scheduler:
         return ticket, policy
 
     def _usable(self, engine: str, policy: ClassPolicy) -> bool:
-        """Whether a ticket of this class may take a slot on the engine now: the
-        last ``reserved_slots`` under the limit are kept for the engine's most
-        urgent class, so a burst of it never waits behind a full batch."""
-        limit = self.limit(engine)
+        """Whether a ticket of this class may take a slot on the engine now.
+
+        The controller's limit sizes the batch for everything but the engine's
+        most urgent class: the last ``reserved_slots`` under it are kept for that
+        class, and that class may go ``top_class_headroom`` past it (up to
+        ``max_num_seqs``), so a burst of it never waits behind a full batch, nor
+        behind a limit the controller just cut below what is already running.
+        """
         if policy.rank > self._top_rank[engine]:
-            limit = max(1, limit - self.settings.reserved_slots)
+            limit = max(1, self.limit(engine) - self.settings.reserved_slots)
+        else:
+            limit = self._ceiling(engine)
         return self.inflight[engine] < limit
+
+    def _ceiling(self, engine: str) -> int:
+        return min(self.controllers[engine].max_limit,
+                   self.limit(engine) + self.settings.top_class_headroom)
 
     def _grant(self, ticket: Ticket, policy: ClassPolicy, engine: str, now: float) -> None:
         queue = self.queues[policy.name]

@@ -54,6 +54,7 @@ class SchedulerSettings:
 
     promotion_age_s: float = 10.0  # a ticket queued this long joins the top rank
     reserved_slots: int = 0  # per engine, below its limit, only for its most urgent class
+    top_class_headroom: int = 0  # per engine, past its limit, only for its most urgent class
     prefix_tokens: int = 32  # leading prompt tokens hashed for affinity
     affinity_entries: int = 65_536  # bound on remembered prefixes
     rate_window_s: float = 10.0  # drain-rate window for predicted waits

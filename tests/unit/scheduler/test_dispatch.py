@@ -156,6 +156,23 @@ def test_work_held_back_by_a_reservation_makes_the_limit_bind() -> None:
     assert s.limit("a") == 5
 
 
+def test_top_class_headroom_lets_only_the_urgent_class_past_the_limit() -> None:
+    s = scheduler([policy("interactive"), policy("batch", rank=1)], {"a": 8},
+                  top_class_headroom=2,
+                  controller=ControllerSettings(enabled=False, initial_limit=4, min_limit=1))
+    submit(s, "batch", 6)
+    assert len(s.dispatch(0.0)) == 4  # batch stops at the controller's limit
+    urgent = submit(s, "interactive", 3, now=0.1)
+    assert s.dispatch(0.1) == urgent[:2]  # two past the limit, no further
+    assert s.inflight["a"] == 6 and s.limit("a") == 4
+
+
+def test_headroom_stops_at_max_num_seqs() -> None:
+    s = scheduler([policy("interactive")], {"a": 3}, top_class_headroom=10)
+    submit(s, "interactive", 5)
+    assert len(s.dispatch(0.0)) == 3
+
+
 def test_reservation_never_shuts_a_class_out() -> None:
     s = scheduler([policy("interactive"), policy("batch", rank=1)], {"a": 1},
                   reserved_slots=3)
