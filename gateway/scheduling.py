@@ -79,6 +79,8 @@ def sla_view(snapshot: SchedulerSnapshot, default_class: str) -> dict[str, Any]:
                 "concurrency_limit": e.controller.limit,
                 "ttft_target_ms": ms(e.controller.target_s),
                 "observed_ttft_ms": ms(e.controller.observed_s),
+                "observed_ttft_ms_by_class": {c: ms(q) for c, q in
+                                              e.controller.observed_by_class},
                 "samples": e.controller.samples, "last_action": e.controller.last_action,
             }
             for e in snapshot.engines

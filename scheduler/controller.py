@@ -27,6 +27,7 @@ class ControllerState:
     observed_s: float | None  # the window's quantile, None with too few samples
     samples: int
     last_action: str  # "increase", "decrease", "hold", "fixed"
+    observed_by_class: tuple[tuple[str, float], ...] = ()  # each class's window quantile
 
 
 class ConcurrencyController:
@@ -54,6 +55,7 @@ class ConcurrencyController:
         self._last_action = "hold" if settings.enabled else "fixed"
         self._observed: float | None = None
         self._decreased_at = float("-inf")
+        self._by_class: tuple[tuple[str, float], ...] = ()
 
     def observe(self, ttft_s: float, now: float, sla_class: str | None = None) -> None:
         if not self.settings.enabled:
@@ -79,6 +81,7 @@ class ConcurrencyController:
         self._next_update = now + s.interval_s
         horizon = now - s.window_s
         worst: tuple[float, float] | None = None  # (quantile / target, quantile)
+        by_class: list[tuple[str, float]] = []
         for sla_class, samples in self._samples.items():
             while samples and samples[0][0] < horizon:
                 samples.popleft()
@@ -86,9 +89,11 @@ class ConcurrencyController:
                 continue
             values = np.fromiter((v for _, v in samples), dtype=float)
             q = float(np.quantile(values, s.quantile))
+            by_class.append((sla_class or "", q))
             ratio = q / self._targets.get(sla_class, self.target_s)  # type: ignore[arg-type]
             if worst is None or ratio > worst[0]:
                 worst = (ratio, q)
+        self._by_class = tuple(by_class)
         before = self.limit
         if worst is None:
             self._observed = None
@@ -112,4 +117,5 @@ class ConcurrencyController:
 
     def state(self) -> ControllerState:
         return ControllerState(self.limit, self.target_s, self._observed,
-                               sum(len(v) for v in self._samples.values()), self._last_action)
+                               sum(len(v) for v in self._samples.values()), self._last_action,
+                               self._by_class)
