@@ -211,7 +211,7 @@ class CompletionService:
                     transcript.add(delta)
         except EngineError as exc:
             raise _engine_failure(engine, exc) from exc
-        self._observe(sla, engine, transcript, timer)
+        self._observe(sla, engine, transcript, timer, ticket)
         return web.Response(body=orjson.dumps(transcript.response()),
                             content_type="application/json")
 
@@ -255,11 +255,11 @@ class CompletionService:
             await response.write(transcript.usage_chunk())
         await response.write(DONE)
         await response.write_eof()
-        self._observe(sla, engine, transcript, timer)
+        self._observe(sla, engine, transcript, timer, ticket)
         return response, "ok"
 
     def _observe(self, sla: SLAClass, engine: Engine, transcript: Transcript,
-                 timer: _Timer) -> None:
+                 timer: _Timer, ticket: Ticket) -> None:
         m, name = self.metrics, sla.name
         m.tokens.labels(name, "prompt").inc(transcript.prompt_tokens)
         m.tokens.labels(name, "completion").inc(transcript.completion_tokens)
@@ -268,7 +268,9 @@ class CompletionService:
         ttft = timer.first - timer.arrival
         e2e = timer.last - timer.arrival
         m.ttft.labels(name).observe(ttft)
-        m.engine_ttft.labels(engine.name).observe(ttft)
+        if ticket.granted_at is not None:
+            # Engine-side: grant -> first token, without the time queued here.
+            m.engine_ttft.labels(engine.name).observe(timer.first - ticket.granted_at)
         m.e2e.labels(name).observe(e2e)
         met = ttft * 1000 <= sla.ttft_target_ms
         if timer.tokens > 1:
