@@ -88,3 +88,12 @@ def test_class_header_is_honoured(gateway: GatewayProcess, model_name: str) -> N
 def test_no_500_was_ever_answered(gateway: GatewayProcess) -> None:
     assert gateway.metric("gateway_requests_total", outcome="error") == 0
     assert " 500 " not in gateway.logs()
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "1.5"])
+def test_bad_deadline_header(gateway: GatewayProcess, model_name: str, value: str) -> None:
+    r = requests.post(f"{gateway.url}/v1/completions", timeout=30,
+                      headers={"X-Request-Deadline-Ms": value},
+                      json={"model": model_name, "prompt": "x", "max_tokens": 1})
+    err = assert_openai_error(r, 400, "X-Request-Deadline-Ms")
+    assert err["param"] == "X-Request-Deadline-Ms"
