@@ -54,7 +54,6 @@ class VLLMEngine:
         self._sample = SchedulerSample()
         self._inflight: set[str] = set()
         self._uses_priority = self._args.get("scheduling_policy") == "priority"
-        self._stopped = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -89,9 +88,8 @@ class VLLMEngine:
         return self._info
 
     async def stop(self) -> None:
-        if self._llm is None or self._stopped:
+        if self._llm is None:
             return
-        self._stopped = True
         if self._inflight:
             await self._llm.abort(list(self._inflight))
         # shutdown() cancels vLLM's output-handler task: it must run on this

@@ -52,7 +52,3 @@ class PromptEncoder:
                 f"Token id {bad} in `prompt` is outside the vocabulary (size {self.vocab_size}).",
                 param="prompt",
             )
-
-    def decode(self, ids: Sequence[int]) -> str:
-        text: str = self._tok.decode(list(ids), skip_special_tokens=True)
-        return text

@@ -133,7 +133,6 @@ class CompletionService:
                                                         ticket)
                         outcome = "ok"
                     release = "finished" if outcome == "ok" else outcome
-                    response.headers["X-SLA-Class"] = sla.name
                     return response
                 except (asyncio.CancelledError, ConnectionResetError):
                     release = "aborted" if self.lifecycle.draining else "client_gone"
@@ -213,7 +212,8 @@ class CompletionService:
             raise _engine_failure(engine, exc) from exc
         self._observe(sla, engine, transcript, timer, ticket)
         return web.Response(body=orjson.dumps(transcript.response()),
-                            content_type="application/json")
+                            content_type="application/json",
+                            headers={"X-SLA-Class": sla.name})
 
     async def _stream(self, request: web.Request, engine: Engine, generation: GenerationRequest,
                       transcript: Transcript, sla: SLAClass,

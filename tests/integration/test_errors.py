@@ -79,6 +79,7 @@ def test_class_header_is_honoured(gateway: GatewayProcess, model_name: str) -> N
                       headers={"X-SLA-Class": "batch"},
                       json={"model": model_name, "prompt": "x", "max_tokens": 1})
     assert r.status_code == 200 and r.json()["service_tier"] == "batch"
+    assert r.headers["X-SLA-Class"] == "batch"
     r = requests.post(f"{gateway.url}/v1/completions", timeout=30,
                       headers={"X-SLA-Class": "gold"},
                       json={"model": model_name, "prompt": "x", "max_tokens": 1})

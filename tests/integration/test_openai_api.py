@@ -114,6 +114,7 @@ async def test_sse_bytes_are_openai_shaped(gateway: GatewayProcess, model_name: 
                                                     json=payload) as r:
         assert r.status == 200
         assert r.headers["Content-Type"].startswith("text/event-stream")
+        assert r.headers["X-SLA-Class"] == "standard"  # the default class, echoed
         raw = (await r.read()).decode()
     events = raw.split("\n\n")
     assert events[-1] == "" and events[-2] == "data: [DONE]"
