@@ -83,6 +83,8 @@ def _workload_args(parser: argparse.ArgumentParser) -> None:
     add("--retry-max-wait-s", type=float, default=30.0)
     add("--timeout-s", type=float, default=600.0, help="per-request timeout")
     add("--no-ignore-eos", action="store_true", help="let the model stop at EOS")
+    add("--disconnect-fraction", type=float, default=0.0,
+        help="share of requests that hang up mid-stream after a random number of tokens")
     add("--out", type=Path, help="results directory (default results/<time>)")
     add("--no-progress", action="store_true")
     add("--no-plots", action="store_true")
@@ -142,6 +144,7 @@ def config_from(args: argparse.Namespace, url: str) -> RunConfig:
         out=args.out or Path("results") / stamp, label=getattr(args, "label", "") or "",
         progress=not args.no_progress, plots=not args.no_plots,
         monitor_interval_s=args.monitor_interval, priorities=args.priority,
+        disconnect_fraction=args.disconnect_fraction,
     )  # fmt: skip
 
 

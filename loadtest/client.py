@@ -196,7 +196,7 @@ class Client:
         attempts = 0
         while True:
             attempts += 1
-            fields = await self._attempt(body, headers, first_send)
+            fields = await self._attempt(body, headers, first_send, request.disconnect_after)
             retryable = fields["outcome"] in (Outcome.REJECTED_429, Outcome.REJECTED_503)
             if not retryable or attempts > self._config.retry:
                 break
@@ -217,13 +217,13 @@ class Client:
         )
 
     async def _attempt(
-        self, body: bytes, headers: dict[str, str], first_send: float
+        self, body: bytes, headers: dict[str, str], first_send: float, hangup: int | None
     ) -> dict[str, Any]:
         try:
             async with self._session.post(self._url, data=body, headers=headers) as resp:
                 if resp.status != 200:
                     return await self._rejection(resp)
-                return await self._read_stream(resp, first_send)
+                return await self._read_stream(resp, first_send, hangup)
         except TimeoutError:
             return _failure(f"timeout after {self._config.request_timeout_s:g}s")
         except aiohttp.ClientError as exc:
@@ -239,7 +239,10 @@ class Client:
         fields["reject_reason"] = resp.headers.get("X-Reject-Reason", "")
         return fields
 
-    async def _read_stream(self, resp: aiohttp.ClientResponse, st: float) -> dict[str, Any]:
+    async def _read_stream(
+        self, resp: aiohttp.ClientResponse, st: float, hangup: int | None = None
+    ) -> dict[str, Any]:
+        """Read an SSE stream to its end, or hang up after ``hangup`` token events."""
         parser = SSEParser()
         ttft = None
         last = st
@@ -267,6 +270,15 @@ class Client:
                     done = True
                 elif event.kind is Kind.ERROR:
                     error = error or event.error
+            if hangup is not None and events >= hangup and not done and not error:
+                # Drop the connection, as an impatient client does: the server must
+                # notice and abort the request mid-stream.
+                resp.close()
+                return {
+                    "outcome": Outcome.CANCELLED, "status": resp.status, "ttft_s": ttft,
+                    "e2el_s": last - st, "itl_s": tuple(itl), "output_tokens": events,
+                    "prompt_tokens": prompt_tokens, "error": "",
+                }
         if not error and ttft is None:
             error = "stream had no token event"
         if not error and not done:

@@ -111,6 +111,9 @@ class RunConfig:
     # --priority: vLLM's request `priority` per class, for plain vLLM servers run with
     # --scheduling-policy priority (the gateway sets it from its own class config).
     priorities: tuple[tuple[str, int], ...] = ()
+    # --disconnect-fraction: this share of requests hangs up mid-stream after a random
+    # number of tokens (a soak's impatient clients); recorded as ``cancelled``.
+    disconnect_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.rps > 0):
@@ -129,6 +132,8 @@ class RunConfig:
             raise UsageError("--max-concurrency must be >= 1")
         if self.retry < 0:
             raise UsageError("--retry must be >= 0")
+        if not 0.0 <= self.disconnect_fraction < 1.0:
+            raise UsageError("--disconnect-fraction must be in [0, 1)")
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ class Outcome(enum.StrEnum):
     REJECTED_429 = "rejected_429"  # shed at admission / over a tenant limit
     REJECTED_503 = "rejected_503"  # queue timeout, not ready, draining
     ERROR = "error"  # anything else: other status, broken stream, connection lost
+    CANCELLED = "cancelled"  # the client hung up mid-stream on purpose (--disconnect-fraction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +66,10 @@ class RequestRecord:
 class Tally:
     """Live counts for the progress bar and the monitor; written by the send loop only."""
 
-    __slots__ = ("done", "errors", "ok", "rejected", "sent")
+    __slots__ = ("cancelled", "done", "errors", "ok", "rejected", "sent")
 
     def __init__(self) -> None:
-        self.sent = self.done = self.ok = self.rejected = self.errors = 0
+        self.sent = self.done = self.ok = self.rejected = self.errors = self.cancelled = 0
 
     @property
     def in_flight(self) -> int:
@@ -80,5 +81,7 @@ class Tally:
             self.ok += 1
         elif record.outcome is Outcome.ERROR:
             self.errors += 1
+        elif record.outcome is Outcome.CANCELLED:
+            self.cancelled += 1
         else:
             self.rejected += 1

@@ -60,6 +60,8 @@ def _detail(records: Sequence[RequestRecord]) -> dict[str, Any]:
         "output_tokens": sum(r.output_tokens for r in ok),
         "mean_prompt_tokens": sum(prompts) / len(prompts) if prompts else None,
         "retried_requests": sum(r.attempts > 1 for r in records),
+        # --disconnect-fraction hang-ups: neither ok nor errors, so kept out of latencies
+        "cancelled": sum(r.outcome is Outcome.CANCELLED for r in records),
         "retry_after_s": {
             "mean": sum(retry_after) / len(retry_after) if retry_after else None,
             "max": max(retry_after, default=None),

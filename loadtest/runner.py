@@ -119,7 +119,8 @@ async def _show(progress: Progress, tally: Tally, workload: Workload, stop: asyn
     while True:
         phase = "warm-up" if tally.sent <= warm and warm else "measuring"
         counts = (f"ok {tally.ok} · rejected {tally.rejected} · errors {tally.errors}"
-                  f" · in flight {tally.in_flight}")
+                  + (f" · hung up {tally.cancelled}" if tally.cancelled else "")
+                  + f" · in flight {tally.in_flight}")
         progress.update(task, completed=tally.done, description=phase, counts=counts)
         progress.refresh()
         if stop.is_set():

@@ -32,6 +32,7 @@ class PlannedRequest:
     sla_class: str
     sample: Sample
     warmup: bool
+    disconnect_after: int | None = None  # hang up after this many token events
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +69,11 @@ def _measured_offsets(config: RunConfig, rng: np.random.Generator) -> np.ndarray
 
 def plan(config: RunConfig) -> Workload:
     """Plan every request of ``config``'s run (warm-up first, then the measured ones)."""
-    seeds = np.random.SeedSequence(config.seed).spawn(4)
-    warm_rng, measured_rng, class_rng, data_rng = (np.random.default_rng(s) for s in seeds)
+    # Children by index: adding a stream never moves the earlier ones.
+    seeds = np.random.SeedSequence(config.seed).spawn(5)
+    warm_rng, measured_rng, class_rng, data_rng, hangup_rng = (
+        np.random.default_rng(s) for s in seeds
+    )
     warm = _warmup_offsets(config, warm_rng)
     if config.warmup_requests is not None:
         start = float(warm[-1]) if len(warm) else 0.0
@@ -81,6 +85,7 @@ def plan(config: RunConfig) -> Workload:
     shares = np.array([share for _, share in config.mix])
     drawn = class_rng.choice(len(names), size=len(due), p=shares)
     samples = build_samples(config.dataset, len(due), data_rng)
+    hangups = _hangups(config.disconnect_fraction, samples, hangup_rng)
     requests = tuple(
         PlannedRequest(
             index=i,
@@ -88,7 +93,24 @@ def plan(config: RunConfig) -> Workload:
             sla_class=samples[i].sla_class or names[drawn[i]],
             sample=samples[i],
             warmup=i < len(warm),
+            disconnect_after=hangups[i],
         )
         for i in range(len(due))
     )
     return Workload(requests, start)
+
+
+def _hangups(fraction: float, samples: list[Sample], rng: np.random.Generator) -> list[int | None]:
+    """Per request: after how many token events its client hangs up (None: never).
+
+    A hang-up lands strictly inside the stream (after the first token, before the last),
+    so the gateway sees a client leave mid-stream, not before or after it.
+    """
+    if fraction <= 0:
+        return [None] * len(samples)
+    chosen = rng.random(len(samples)) < fraction
+    cut = rng.random(len(samples))
+    return [
+        1 + int(c * (s.output_len - 1)) if pick and s.output_len > 1 else None
+        for pick, c, s in zip(chosen, cut, samples, strict=True)
+    ]

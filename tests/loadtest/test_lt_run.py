@@ -13,6 +13,7 @@ from loadtest import report, runner
 from loadtest.config import SLO, parse_mix, parse_priorities
 from loadtest.errors import TargetRefused, TargetUnreachable
 from loadtest.records import Outcome, RequestRecord
+from loadtest.workload import plan
 
 CLASS_KEYS = {"sent", "ok", "rejected_429", "rejected_503", "errors", "ttft_ms", "tpot_ms",
               "itl_ms", "e2el_ms", "goodput_rps", "slo_attainment"}
@@ -185,3 +186,25 @@ def test_a_starved_client_says_so() -> None:
     assert _lag_notes([record(i, 0.0001) for i in range(100)]) == []
     notes = _lag_notes([record(i, 0.0001 if i % 10 else 0.5) for i in range(100)])
     assert len(notes) == 1 and "fell behind" in notes[0]
+
+
+async def test_disconnect_fraction_hangs_up_mid_stream(fake: FakeTarget, tmp_path: Path) -> None:
+    fake.behaviour.itl_s = 0.02
+    config = small_config(fake.url, tmp_path, num_requests=30, disconnect_fraction=0.5)
+    result = await runner.run(config)
+    planned = {r.index: r.disconnect_after for r in plan(config).requests}
+    cancelled = [r for r in result.measured if r.outcome is Outcome.CANCELLED]
+    assert 5 <= len(cancelled) <= 25  # about half of 30, fixed by the seed
+    for r in result.measured:
+        hangup = planned[r.index]
+        if hangup is None:
+            assert r.outcome is Outcome.OK and r.output_tokens == 4
+        else:
+            # strictly inside the stream: after the first token, before the last
+            assert 1 <= hangup <= 3
+            assert r.outcome is Outcome.CANCELLED and r.output_tokens == hangup
+    # the server saw those clients leave: it finished only the streams nobody dropped
+    assert len(fake.behaviour.log) == len(result.measured) - len(cancelled)
+    summary = report.build_summary(result)
+    assert summary["detail"]["overall"]["cancelled"] == len(cancelled)
+    assert summary["overall"]["errors"] == 0
