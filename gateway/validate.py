@@ -88,8 +88,9 @@ def parse_deadline_ms(values: Sequence[str]) -> int | None:
     value = values[0].strip()
     if len(values) > 1 or not (value.isascii() and value.isdigit()) or len(value) > 12 \
             or int(value) <= 0:
-        raise InvalidRequest("X-Request-Deadline-Ms must be one positive integer "
-                             "(milliseconds).", param="X-Request-Deadline-Ms")
+        raise InvalidRequest("X-Request-Deadline-Ms must be given once, as a positive "
+                             "integer of milliseconds (at most 12 digits).",
+                             param="X-Request-Deadline-Ms")
     return int(value)
 
 
