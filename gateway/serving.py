@@ -226,6 +226,7 @@ class CompletionService:
                     transcript.add(delta)
         except EngineError as exc:
             raise _engine_failure(engine, exc) from exc
+        self.metrics.tokens.labels(sla.name, "completion").inc(transcript.completion_tokens)
         self._observe(sla, engine, transcript, timer, ticket)
         return web.Response(body=orjson.dumps(transcript.response()),
                             content_type="application/json",
@@ -236,6 +237,7 @@ class CompletionService:
                       ticket: Ticket) -> tuple[web.StreamResponse, str]:
         timer = _Timer(ticket.arrival)
         response: web.StreamResponse | None = None
+        sent = 0  # completion tokens written to the client
         try:
             async with aclosing(engine.generate(generation)) as deltas:
                 async for delta in deltas:
@@ -248,6 +250,7 @@ class CompletionService:
                     if timer.token(len(delta.token_ids)):
                         self.dispatcher.first_token(ticket)
                     await response.write(transcript.chunk(delta))
+                    sent += len(delta.token_ids)
         except EngineError as exc:
             failure = _engine_failure(engine, exc)
             if response is None:
@@ -263,6 +266,10 @@ class CompletionService:
                                   reason="draining")
             await _write_quietly(response, sse(drained.to_body()), eof=True)
             return response, "aborted"
+        finally:
+            # Whatever the outcome: a stream cut short still sent these tokens,
+            # and completion tokens counted must equal tokens sent.
+            self.metrics.tokens.labels(sla.name, "completion").inc(sent)
         if response is None:
             response = web.StreamResponse(headers=SSE_HEADERS)
             response.headers["X-SLA-Class"] = sla.name
@@ -278,7 +285,6 @@ class CompletionService:
                  timer: _Timer, ticket: Ticket) -> None:
         m, name = self.metrics, sla.name
         m.tokens.labels(name, "prompt").inc(transcript.prompt_tokens)
-        m.tokens.labels(name, "completion").inc(transcript.completion_tokens)
         if timer.first is None:
             return
         ttft = timer.first - timer.arrival

@@ -85,6 +85,28 @@ class Ledger:
                 and self.engine_inflight == self.engine_running == self.engine_waiting == 0)
 
 
+@dataclass(frozen=True)
+class EngineLoad:
+    """What the gateway and its engines hold right now, from one scrape."""
+
+    queued: float  # tickets in the gateway's class queues
+    inflight: float  # requests the gateway has on its engines
+    running: float  # the engines' own counts
+    waiting: float
+
+    @classmethod
+    def read(cls, gw: GatewayProcess) -> EngineLoad:
+        samples = _scrape(f"{gw.url}/metrics")
+        return cls(_sum(samples, "gateway_queue_depth"),
+                   _sum(samples, "gateway_engine_inflight"),
+                   _sum(samples, "gateway_engine_running"),
+                   _sum(samples, "gateway_engine_waiting"))
+
+    @property
+    def idle(self) -> bool:
+        return self.queued == self.inflight == self.running == self.waiting == 0
+
+
 def wait_settled(gw: GatewayProcess, timeout: float = 10.0) -> Ledger:
     """The ledger once the gateway has settled; the last reading if it never does."""
     deadline = time.monotonic() + timeout

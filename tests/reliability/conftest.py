@@ -2,8 +2,9 @@
 
 A single vLLM engine on the demo model, with a config small enough to provoke
 every stage cheaply: four sequences per engine and a fixed concurrency limit
-(so five long requests put one in the queue), a 64 KiB body limit (413), a
-short drain timeout. Started once per session; the SIGTERM test starts its
+(so five long requests put one in the queue), prefill in chunks of 16 tokens
+(so a long prompt spends many engine steps before its first token), a 64 KiB
+body limit (413), a short drain timeout. Started once per session; the SIGTERM test starts its
 own with ``start_gateway``.
 """
 
@@ -20,6 +21,7 @@ from tests.integration.conftest import GatewayProcess, start_gateway
 MAX_NUM_SEQS = 4
 MAX_BODY_BYTES = 65_536
 MAX_MODEL_LEN = 2048
+PREFILL_CHUNK = 16
 
 CONFIG = f"""
 server:
@@ -35,7 +37,9 @@ engines:
     classes: [interactive, standard, batch]
     env: {{VLLM_CPU_KVCACHE_SPACE: "1"}}
     warmup: {{ladder: [32]}}
-    args: {{max_model_len: {MAX_MODEL_LEN}, max_num_seqs: {MAX_NUM_SEQS}, enforce_eager: true}}
+    args: {{max_model_len: {MAX_MODEL_LEN}, max_num_seqs: {MAX_NUM_SEQS},
+           max_num_batched_tokens: {PREFILL_CHUNK}, enable_chunked_prefill: true,
+           enforce_eager: true}}
 """
 
 

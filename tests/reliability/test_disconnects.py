@@ -1,0 +1,195 @@
+"""A client that goes away, at any stage, has its request aborted in the engine
+within one token interval, is counted once as ``client_gone``, and the books
+balance: while queued, before the first token (in prefill), mid-stream, and
+while waiting on a non-streaming answer.
+
+"Within one token interval": the engine's token interval is measured on the
+same engine (the gap between SSE events of a stream alone); after the client
+closes its connection and that much time passes, one scrape of ``/metrics``
+must show the request gone from the engine (``gateway_engine_inflight`` and
+vLLM's own unfinished-request count).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import statistics
+import time
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import orjson
+import pytest
+import requests
+
+from tests.integration.conftest import GatewayProcess
+from tests.reliability.accounting import EngineLoad, Ledger, assert_accounts_balance
+from tests.reliability.conftest import MAX_MODEL_LEN, MAX_NUM_SEQS, PREFILL_CHUNK
+
+pytestmark = pytest.mark.vllm
+
+LONG = 2000  # tokens: nearly the whole context, a request that outlives any scenario
+
+
+def completion(model: str, stream: bool, max_tokens: int = LONG,
+               prompt: object = "Go on") -> dict[str, object]:
+    return {"model": model, "prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True,
+            "stream": stream, "temperature": 0}
+
+
+async def next_event(resp: aiohttp.ClientResponse) -> bytes:
+    return await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 30)
+
+
+async def wait_for_load(gw: GatewayProcess, ready: Callable[[EngineLoad], bool],
+                        timeout: float = 30.0) -> EngineLoad:
+    """Poll ``/metrics`` until ``ready(load)``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        load = await asyncio.to_thread(EngineLoad.read, gw)
+        if ready(load):
+            return load
+        assert time.monotonic() < deadline, f"still {load} after {timeout} s"
+        await asyncio.sleep(0.002)
+
+
+async def assert_aborted_within(gw: GatewayProcess, interval_s: float) -> None:
+    """One token interval after the client closed, the engine holds nothing."""
+    await asyncio.sleep(interval_s)  # also lets the event loop send the FIN
+    load = EngineLoad.read(gw)
+    assert load.idle, f"{interval_s * 1000:.1f} ms after the client left: {load}"
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def token_interval(gateway: GatewayProcess, model_name: str) -> float:
+    """The engine's median gap between tokens for one stream alone (seconds)."""
+    stamps = []
+    with requests.post(f"{gateway.url}/v1/completions", json=completion(model_name, True, 64),
+                       stream=True, timeout=60) as resp:
+        for line in resp.iter_lines():
+            if line.startswith(b"data: {"):
+                stamps.append(time.monotonic())
+    assert len(stamps) >= 16  # a delta may carry several tokens
+    return median_gap(stamps)
+
+
+def median_gap(stamps: list[float]) -> float:
+    return statistics.median(b - a for a, b in itertools.pairwise(stamps))
+
+
+async def test_disconnect_mid_stream(gateway: GatewayProcess, model_name: str,
+                                     session: aiohttp.ClientSession) -> None:
+    before = Ledger.read(gateway)
+    resp = await session.post(f"{gateway.url}/v1/completions",
+                              json=completion(model_name, True))
+    assert resp.status == 200
+    stamps = []
+    for _ in range(8):
+        await next_event(resp)
+        stamps.append(time.monotonic())
+    assert EngineLoad.read(gateway).inflight == 1
+    interval = median_gap(stamps)
+    resp.close()
+    await assert_aborted_within(gateway, interval)
+    ledger = assert_accounts_balance(gateway, before, outcomes={"client_gone": 1})
+    # The gateway counts what it wrote; the client read 8 tokens of it and
+    # dropped what was still in flight, never more than max_tokens.
+    sent = ledger.completion_tokens - before.completion_tokens
+    assert 8 <= sent < LONG
+
+
+async def test_disconnect_non_streaming(gateway: GatewayProcess, model_name: str,
+                                        session: aiohttp.ClientSession,
+                                        token_interval: float) -> None:
+    before = Ledger.read(gateway)
+    waiting = asyncio.create_task(session.post(f"{gateway.url}/v1/completions",
+                                               json=completion(model_name, False)))
+    await wait_for_load(gateway, lambda load: load.running == 1)
+    await asyncio.sleep(20 * token_interval)  # well into its decoding
+    assert not waiting.done()
+    waiting.cancel()  # aiohttp closes the connection of a cancelled request
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await assert_aborted_within(gateway, token_interval)
+    # Nothing was sent, so nothing is counted as sent.
+    assert_accounts_balance(gateway, before, outcomes={"client_gone": 1}, completion_tokens=0)
+
+
+async def test_disconnect_before_first_token(gateway: GatewayProcess, model_name: str,
+                                             session: aiohttp.ClientSession,
+                                             token_interval: float) -> None:
+    # A prompt filling the context is prefilled PREFILL_CHUNK tokens per
+    # engine step: many steps in which the request is on the engine and no
+    # token exists yet. The SSE headers go out with the first token, so a
+    # request whose response has not started has had no token sent.
+    # Its completion is long too, so that it cannot finish before the client's
+    # FIN arrives even if its first token were just being written.
+    prompt = [10 + i % 1000 for i in range(MAX_MODEL_LEN - 300)]
+    assert len(prompt) // PREFILL_CHUNK >= 100
+    before = Ledger.read(gateway)
+    waiting = asyncio.create_task(session.post(
+        f"{gateway.url}/v1/completions", json=completion(model_name, True, 280, prompt)))
+    await wait_for_load(gateway, lambda load: load.inflight == 1)
+    assert not waiting.done(), "the first token came before the client could leave"
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await assert_aborted_within(gateway, token_interval)
+    assert_accounts_balance(gateway, before, outcomes={"client_gone": 1}, completion_tokens=0)
+
+
+async def test_disconnect_while_queued(gateway: GatewayProcess, model_name: str,
+                                       session: aiohttp.ClientSession) -> None:
+    before = Ledger.read(gateway)
+    url = f"{gateway.url}/v1/completions"
+    fillers = [await session.post(url, json=completion(model_name, True))
+               for _ in range(MAX_NUM_SEQS)]
+    stamps = []
+    for resp in fillers:
+        assert resp.status == 200
+        await next_event(resp)
+    for _ in range(6):
+        await next_event(fillers[0])
+        stamps.append(time.monotonic())
+    interval = median_gap(stamps)
+    assert EngineLoad.read(gateway).inflight == MAX_NUM_SEQS
+
+    queued = asyncio.create_task(session.post(url, json=completion(model_name, True, 4)))
+    await wait_for_load(gateway, lambda load: load.queued == 1)
+    granted = Ledger.read(gateway).scheduler["granted"]
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    await asyncio.sleep(interval)
+    load = EngineLoad.read(gateway)
+    assert load.queued == 0 and load.inflight == MAX_NUM_SEQS, load
+    after = Ledger.read(gateway)
+    assert after.scheduler["cancelled"] == before.scheduler["cancelled"] + 1
+    assert after.scheduler["granted"] == granted, "the queued request reached an engine"
+
+    for resp in fillers:
+        resp.close()
+    await assert_aborted_within(gateway, interval)
+    assert_accounts_balance(gateway, before, outcomes={"client_gone": MAX_NUM_SEQS + 1})
+
+
+async def test_complete_stream_counts_every_token(gateway: GatewayProcess, model_name: str,
+                                                  session: aiohttp.ClientSession) -> None:
+    """After the disconnects, the gateway still streams, and tokens sent = counted."""
+    before = Ledger.read(gateway)
+    body = completion(model_name, True, 40) | {"stream_options": {"include_usage": True}}
+    resp = await session.post(f"{gateway.url}/v1/completions", json=body)
+    raw = (await resp.read()).decode()
+    events = [e.removeprefix("data: ") for e in raw.split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    chunks = [orjson.loads(e) for e in events[:-1]]
+    content = sum(1 for c in chunks if c["choices"])
+    assert content == 40 and chunks[-1]["usage"]["completion_tokens"] == 40
+    assert_accounts_balance(gateway, before, outcomes={"ok": 1}, completion_tokens=40)
