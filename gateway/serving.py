@@ -156,8 +156,19 @@ class CompletionService:
             shed = isinstance(exc, Overloaded)
             raise
         except asyncio.CancelledError:
-            outcome = "aborted" if self.lifecycle.draining else "client_gone"
-            raise
+            if not self.lifecycle.draining:
+                outcome = "client_gone"
+                raise
+            # Cut by the drain timeout before a byte went out (still queued, in
+            # prefill, or non-streaming): answer the 503 a new request gets now
+            # rather than drop the connection. (A stream already started ends
+            # with an error event instead: _stream.)
+            outcome = "aborted"
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            raise Unavailable("The gateway shut down before this request finished.",
+                              reason="draining", retry_after_s=5) from None
         except ConnectionResetError:
             outcome = "client_gone"
             raise
