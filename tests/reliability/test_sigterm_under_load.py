@@ -38,6 +38,7 @@ class Ending:
     tokens: int  # completion tokens received
     done: bool  # ended with [DONE]
     error_code: str | None  # the error event's or body's code
+    ended_at: float = 0.0  # time.monotonic() when the response was complete
 
 
 async def run_stream(session: aiohttp.ClientSession, url: str, model: str,
@@ -47,15 +48,17 @@ async def run_stream(session: aiohttp.ClientSession, url: str, model: str,
             "ignore_eos": True, "stream": True, "service_tier": "batch"}
     async with session.post(f"{url}/v1/completions", json=body) as resp:
         if resp.status != 200:
-            return Ending(resp.status, 0, False, (await resp.json())["error"]["code"])
+            code = (await resp.json())["error"]["code"]
+            return Ending(resp.status, 0, False, code, time.monotonic())
         raw = (await resp.read()).decode()
+    ended_at = time.monotonic()
     events = [e.removeprefix("data: ") for e in raw.split("\n\n") if e]
     done = events[-1] == "[DONE]"
     chunks = [orjson.loads(e) for e in (events[:-1] if done else events)]
     errors = [c["error"]["code"] for c in chunks if "error" in c]
     assert len(errors) <= 1 and (not errors or "error" in chunks[-1]), events[-3:]
     tokens = sum(len(c["choices"][0]["logprobs"]["tokens"]) for c in chunks if c.get("choices"))
-    return Ending(200, tokens, done, errors[0] if errors else None)
+    return Ending(200, tokens, done, errors[0] if errors else None, ended_at)
 
 
 @pytest.fixture
@@ -68,6 +71,11 @@ async def test_sigterm_under_load(draining_gateway: GatewayProcess) -> None:
     try:
         model = requests.get(f"{gw.url}/v1/models", timeout=10).json()["data"][0]["id"]
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as s:
+            # Past the cold first requests (sampling with logprobs, a full batch),
+            # so that short streams finish well inside the drain timeout.
+            warm = await asyncio.gather(*(run_stream(s, gw.url, model, SHORT)
+                                          for _ in range(4)))
+            assert all(e.done for e in warm)
             lengths = [SHORT if i % 2 else LONG for i in range(STREAMS)]
             streams = [asyncio.create_task(run_stream(s, gw.url, model, n)) for n in lengths]
             await _wait_until_queued(gw)
@@ -94,7 +102,8 @@ async def test_sigterm_under_load(draining_gateway: GatewayProcess) -> None:
             assert ending.error_code == "draining" and ending.tokens < n
         else:  # still queued at the drain timeout
             assert (ending.status, ending.error_code) == (503, "draining"), ending
-    assert any(e.done for e in endings), "nothing finished during the drain"
+    assert any(e.done and e.ended_at > signalled for e in endings), (
+        f"no stream in flight at the signal finished during the drain: {endings}")
     assert not all(e.done for e in endings), "the drain timeout was never reached"
     assert drained_in < DRAIN_TIMEOUT_S + 8
     log = gw.logs()
