@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from gateway.errors import APIError
 from gateway.validate import Kind, ParsedRequest, parse_request
 
-FUZZ = settings(max_examples=300, deadline=None,
+FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
 KINDS: tuple[Kind, ...] = ("completion", "chat")
@@ -146,7 +146,7 @@ def test_arbitrary_json(kind: Kind, value: object) -> None:
     parse_or_client_error(kind, encode(value))
 
 
-@FUZZ
+@settings(FUZZ, max_examples=100)
 @given(mixed_requests())
 def test_mixed_valid_and_invalid_fields(request: tuple[Kind, dict[str, Any]]) -> None:
     kind, body = request
