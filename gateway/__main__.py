@@ -47,10 +47,11 @@ def main(argv: list[str] | None = None) -> int:
 
 async def serve(config: GatewayConfig, host: str, port: int) -> int:
     from gateway.app import STATE, build_app
+    from gateway.runner import GatewayRunner
 
     app = build_app(config)
     state = app[STATE]
-    runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True,
+    runner = GatewayRunner(app, handle_signals=False, handler_cancellation=True,
                            access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)

@@ -71,7 +71,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPNotFound:
         missing = NotFound(f"No route {request.path[:200]!r}.")
         return json_response(missing.to_body(), missing.status)
-    except (asyncio.CancelledError, ConnectionResetError, web.HTTPException):
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # Any other error aiohttp raises itself (413 on a route that reads no
+        # body, 400, ...): the same OpenAI body, never aiohttp's text/plain.
+        other = APIError(exc.reason)
+        body = other.to_body()
+        body["error"].update(type="invalid_request_error" if exc.status < 500 else "server_error",
+                             code=exc.status)
+        return json_response(body, exc.status)
+    except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
         # A bug of ours, never the client's fault: log it, answer OpenAI-shaped.

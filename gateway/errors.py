@@ -14,6 +14,7 @@ counters can never disagree::
     ├── NotFound              404  not_found_error (unknown model / route)
     ├── MethodNotAllowed      405
     ├── PayloadTooLarge       413
+    ├── UnsupportedMediaType  415  (a Content-Type that is not JSON)
     ├── Overloaded            429  (shed at admission; Retry-After, X-Reject-Reason)
     ├── Unavailable           503  (not ready, draining, no engine; Retry-After)
     │   └── QueueTimeout      503  (deadline passed in the queue)
@@ -102,6 +103,12 @@ class MethodNotAllowed(APIError):
 
 class PayloadTooLarge(APIError):
     status = 413
+    error_type = "invalid_request_error"
+    outcome = "invalid"
+
+
+class UnsupportedMediaType(APIError):
+    status = 415
     error_type = "invalid_request_error"
     outcome = "invalid"
 

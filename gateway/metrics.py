@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from engines.protocol import EngineStats
@@ -35,6 +35,14 @@ class GatewayMetrics:
         r = self.registry
         self.requests = Counter("gateway_requests_total", "Requests by terminal outcome",
                                 ["class", "outcome"], registry=r)
+        # Accounting: every received request is refused (answered without ever
+        # entering a queue) or admitted (the scheduler's counter); every admitted
+        # one ends in one outcome: requests_total minus refused.
+        self.received = Counter("gateway_requests_received_total",
+                                "Requests that reached a generation route", registry=r)
+        self.refused = Counter("gateway_requests_refused_total",
+                               "Requests answered without entering a queue, by outcome",
+                               ["class", "outcome"], registry=r)
         self.rejections = Counter("gateway_rejections_total",
                                   "Requests shed (429) or timed out in the queue (503), by reason",
                                   ["class", "reason"], registry=r)
@@ -70,14 +78,17 @@ class _SchedulerCollector(Collector):
     def __init__(self, source: Callable[[], SchedulerSnapshot]) -> None:
         self._source = source
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         snap = self._source()
         depth = GaugeMetricFamily("gateway_queue_depth", "Tickets waiting", labels=["class"])
         tokens = GaugeMetricFamily("gateway_queue_tokens", "Tokens (prompt+max) waiting",
                                    labels=["class"])
+        admitted = CounterMetricFamily("gateway_requests_admitted",
+                                       "Requests admitted into a class queue", labels=["class"])
         for c in snap.classes:
             depth.add_metric([c.policy.name], c.queued)
             tokens.add_metric([c.policy.name], c.queued_tokens)
+            admitted.add_metric([c.policy.name], c.counters.get("admitted", 0))
         limit = GaugeMetricFamily("gateway_engine_concurrency_limit",
                                   "Sequences the controller lets into the engine",
                                   labels=["engine"])
@@ -91,7 +102,7 @@ class _SchedulerCollector(Collector):
             granted.add_metric([e.name], e.inflight)
             if e.controller.observed_s is not None:
                 observed.add_metric([e.name], e.controller.observed_s)
-        yield from (depth, tokens, limit, granted, observed)
+        yield from (depth, tokens, admitted, limit, granted, observed)
 
 
 class _EngineCollector(Collector):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from engines.pool import EnginePool
 from engines.protocol import Engine, EngineDeadError, EngineError, GenerationRequest
@@ -38,7 +39,13 @@ from gateway.errors import (
 from gateway.lifecycle import Lifecycle
 from gateway.metrics import GatewayMetrics
 from gateway.prompts import PromptEncoder
-from gateway.validate import Kind, ParsedRequest, parse_request
+from gateway.validate import (
+    Kind,
+    ParsedRequest,
+    check_content_type,
+    parse_deadline_ms,
+    parse_request,
+)
 from gateway.wire import DONE, Transcript, sse
 from scheduler.dispatcher import Dispatcher, Expired, Rejected
 from scheduler.placement import prefix_key
@@ -94,8 +101,12 @@ class CompletionService:
         arrival = time.monotonic()
         label = "none"
         outcome = "error"
+        self.metrics.received.inc()
+        ticket: Ticket | None = None
+        shed = False
         try:
             self.lifecycle.check_accepting()
+            check_content_type(request.headers.get("Content-Type"))
             body = await _read_body(request, self.config.server.max_body_bytes)
             parsed = parse_request(kind, body)
             model = self.models.get(parsed.model)
@@ -106,7 +117,8 @@ class CompletionService:
             sla = resolve_class(self.config.classes, self.config.default_class,
                                 parsed.service_tier, request.headers.get("X-SLA-Class"))
             label = sla.name
-            deadline = arrival + _queue_budget(sla, request.headers.get("X-Request-Deadline-Ms"))
+            deadline = arrival + _queue_budget(
+                sla, parse_deadline_ms(request.headers.getall("X-Request-Deadline-Ms", [])))
             generation = await self._prepare(parsed, model, sla)
             with self.lifecycle.track():
                 ticket = Ticket(
@@ -141,15 +153,30 @@ class CompletionService:
                     self.dispatcher.release(ticket, release)
         except APIError as exc:
             outcome = exc.outcome
+            shed = isinstance(exc, Overloaded)
             raise
         except asyncio.CancelledError:
-            outcome = "aborted" if self.lifecycle.draining else "client_gone"
-            raise
+            if not self.lifecycle.draining:
+                outcome = "client_gone"
+                raise
+            # Cut by the drain timeout before a byte went out (still queued, in
+            # prefill, or non-streaming): answer the 503 a new request gets now
+            # rather than drop the connection. (A stream already started ends
+            # with an error event instead: _stream.)
+            outcome = "aborted"
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            raise Unavailable("The gateway shut down before this request finished.",
+                              reason="draining", retry_after_s=5) from None
         except ConnectionResetError:
             outcome = "client_gone"
             raise
         finally:
             self.metrics.requests.labels(label, outcome).inc()
+            if ticket is None or shed:
+                # Answered without ever entering a queue.
+                self.metrics.refused.labels(label, outcome).inc()
 
     async def _acquire(self, ticket: Ticket, sla: SLAClass) -> Engine:
         """Wait in the SLA queue for a grant; the engine it was placed on."""
@@ -210,6 +237,7 @@ class CompletionService:
                     transcript.add(delta)
         except EngineError as exc:
             raise _engine_failure(engine, exc) from exc
+        self.metrics.tokens.labels(sla.name, "completion").inc(transcript.completion_tokens)
         self._observe(sla, engine, transcript, timer, ticket)
         return web.Response(body=orjson.dumps(transcript.response()),
                             content_type="application/json",
@@ -220,6 +248,7 @@ class CompletionService:
                       ticket: Ticket) -> tuple[web.StreamResponse, str]:
         timer = _Timer(ticket.arrival)
         response: web.StreamResponse | None = None
+        sent = 0  # completion tokens written to the client
         try:
             async with aclosing(engine.generate(generation)) as deltas:
                 async for delta in deltas:
@@ -232,6 +261,7 @@ class CompletionService:
                     if timer.token(len(delta.token_ids)):
                         self.dispatcher.first_token(ticket)
                     await response.write(transcript.chunk(delta))
+                    sent += len(delta.token_ids)
         except EngineError as exc:
             failure = _engine_failure(engine, exc)
             if response is None:
@@ -247,6 +277,10 @@ class CompletionService:
                                   reason="draining")
             await _write_quietly(response, sse(drained.to_body()), eof=True)
             return response, "aborted"
+        finally:
+            # Whatever the outcome: a stream cut short still sent these tokens,
+            # and completion tokens counted must equal tokens sent.
+            self.metrics.tokens.labels(sla.name, "completion").inc(sent)
         if response is None:
             response = web.StreamResponse(headers=SSE_HEADERS)
             response.headers["X-SLA-Class"] = sla.name
@@ -262,7 +296,6 @@ class CompletionService:
                  timer: _Timer, ticket: Ticket) -> None:
         m, name = self.metrics, sla.name
         m.tokens.labels(name, "prompt").inc(transcript.prompt_tokens)
-        m.tokens.labels(name, "completion").inc(transcript.completion_tokens)
         if timer.first is None:
             return
         ttft = timer.first - timer.arrival
@@ -302,20 +335,11 @@ class _Timer:
         return first
 
 
-def _queue_budget(sla: SLAClass, header: str | None) -> float:
+def _queue_budget(sla: SLAClass, client_ms: int | None) -> float:
     """Seconds the request may wait for a grant: the class timeout, tightened
     (never loosened) by the client's ``X-Request-Deadline-Ms``."""
     budget = sla.queue_timeout_s
-    if header is None:
-        return budget
-    try:
-        client_ms = int(header)
-    except ValueError:
-        client_ms = 0
-    if client_ms <= 0:
-        raise InvalidRequest("X-Request-Deadline-Ms must be a positive integer (milliseconds).",
-                             param="X-Request-Deadline-Ms")
-    return min(budget, client_ms / 1000)
+    return budget if client_ms is None else min(budget, client_ms / 1000)
 
 
 def _engine_failure(engine: Engine, exc: EngineError) -> APIError:
@@ -331,6 +355,10 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"Request body is larger than {limit} bytes.") from None
+    except RequestPayloadError as exc:
+        # e.g. a Content-Encoding the body does not match, or a broken chunk.
+        detail = " ".join(str(exc).split())[:160]
+        raise InvalidRequest(f"Request body could not be read: {detail}") from None
 
 
 async def _maybe_in_thread(fn, arg, size: int | None = None):  # type: ignore[no-untyped-def]

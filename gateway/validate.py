@@ -6,13 +6,14 @@ fields or need a friendlier message than a JSON path.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
 
 from engines.protocol import SamplingSpec
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, UnsupportedMediaType
 from gateway.schema import ChatBody, CompletionBody, Message
 
 Kind = Literal["completion", "chat"]
@@ -60,6 +61,37 @@ def parse_request(kind: Kind, body: bytes) -> ParsedRequest:
     if isinstance(decoded, ChatBody):
         return _parse_chat(decoded)
     return _parse_completion(decoded)
+
+
+def check_content_type(value: str | None) -> None:
+    """A body the client labelled as anything but JSON is refused (415); an
+    unlabelled one is read as JSON, as OpenAI's and vLLM's servers do."""
+    if value is None:
+        return
+    media = value.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/")
+                                       and media.endswith("+json")):
+        return
+    shown = media[:64].encode("unicode_escape").decode("ascii")
+    raise UnsupportedMediaType(f"Content-Type {shown!r} is not supported; send the request "
+                               "body as application/json.", param="Content-Type")
+
+
+def parse_deadline_ms(values: Sequence[str]) -> int | None:
+    """The ``X-Request-Deadline-Ms`` header's milliseconds; None when absent.
+
+    Strict: exactly one header holding a positive integer in ASCII digits
+    (Python's ``int`` would also take ``+5``, ``1_000`` and non-ASCII digits).
+    """
+    if not values:
+        return None
+    value = values[0].strip()
+    if len(values) > 1 or not (value.isascii() and value.isdigit()) or len(value) > 12 \
+            or int(value) <= 0:
+        raise InvalidRequest("X-Request-Deadline-Ms must be given once, as a positive "
+                             "integer of milliseconds (at most 12 digits).",
+                             param="X-Request-Deadline-Ms")
+    return int(value)
 
 
 def _param_of(message: str) -> str | None:
