@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 class Nvml(Protocol):
     """The slice of the ``pynvml`` module we use, in NVML's own names (a fake in tests)."""
 
-    NVMLError: type[Exception]
+    @property
+    def NVMLError(self) -> type[Exception]: ...  # read-only: a subclass will do
 
     def nvmlDeviceGetCount(self) -> int: ...
     def nvmlDeviceGetHandleByIndex(self, index: int) -> Any: ...

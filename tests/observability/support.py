@@ -28,7 +28,7 @@ def series(registry: CollectorRegistry, name: str) -> list[dict[str, str]]:
 
 def exported_names(registry: CollectorRegistry) -> set[str]:
     """Every sample name the registry's families expose, observed yet or not."""
-    names = set()
+    names: set[str] = set()
     for family in registry.collect():
         names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
         names.update(s.name for s in family.samples)

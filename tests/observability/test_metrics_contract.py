@@ -44,7 +44,7 @@ def _touch_request_instruments(metrics: GatewayMetrics) -> None:
     for instrument in vars(metrics).values():
         if not isinstance(instrument, MetricWrapperBase):
             continue
-        name = instrument.describe()[0].name
+        name = next(iter(instrument.describe())).name
         wanted = next((labels for sample, labels in CONTRACT.items()
                        if sample.startswith(name) and labels), None)
         if wanted is not None:
