@@ -92,7 +92,7 @@ def test_panels_are_well_formed_and_use_the_provisioned_datasource() -> None:
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
     for panel in dashboard["panels"]:
-        assert 0 <= panel["gridPos"]["x"] and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+        assert panel["gridPos"]["x"] >= 0 and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
         if panel["type"] == "row":
             continue
         assert panel["datasource"]["uid"] == uid, panel["title"]
