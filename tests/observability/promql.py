@@ -25,6 +25,6 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
-def as_promql(expr: str) -> str:
+def as_promql(expr: str, rate_window: str = "1m") -> str:
     """Grafana's interval variables replaced, so Prometheus itself can parse the query."""
-    return expr.replace("$__rate_interval", "1m").replace("$__interval", "15s")
+    return expr.replace("$__rate_interval", rate_window).replace("$__interval", "15s")
