@@ -3,7 +3,9 @@
 Request-path metrics are plain prometheus-client instruments in a registry of
 their own (so tests and several apps in one process don't collide). Engine
 gauges are read from ``EnginePool.stats()`` snapshots at scrape time by a
-collector, never pushed from the hot path.
+collector, never pushed from the hot path. Process and child-process figures
+(``process_metrics``), event-loop lag (``loop_lag``) and GPU gauges
+(``gpu_metrics``) come from modules of their own.
 """
 
 from __future__ import annotations
