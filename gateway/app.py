@@ -26,6 +26,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.scheduling import build_scheduler, sla_view
 from gateway.serving import CompletionService
 from gateway.startup import StartupReport, build_pool, start_and_warm
+from gateway.telemetry import telemetry_context
 from scheduler.dispatcher import Dispatcher
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def build_app(config: GatewayConfig, pool: EnginePool | None = None) -> web.Appl
     state = GatewayState(config=config, pool=pool or build_pool(config),
                          dispatcher=Dispatcher(scheduler, clock=time.monotonic))
     app[STATE] = state
+    app.cleanup_ctx.append(telemetry_context(state.metrics))
     app.cleanup_ctx.append(_engines_ctx)
     app.router.add_post("/v1/completions", _generation("completions"))
     app.router.add_post("/v1/chat/completions", _generation("chat"))

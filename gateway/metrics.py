@@ -3,7 +3,9 @@
 Request-path metrics are plain prometheus-client instruments in a registry of
 their own (so tests and several apps in one process don't collide). Engine
 gauges are read from ``EnginePool.stats()`` snapshots at scrape time by a
-collector, never pushed from the hot path.
+collector, never pushed from the hot path. Process and child-process figures
+(``process_metrics``), event-loop lag (``loop_lag``) and GPU gauges
+(``gpu_metrics``) come from modules of their own.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from engines.protocol import EngineStats
+from gateway.process_metrics import register_process_metrics
 from scheduler.core import SchedulerSnapshot
 
 # The *_created series only add noise to every scrape.
@@ -25,6 +28,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4
                    1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075,
                 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5)
+# A healthy loop wakes within a millisecond; tens of ms already stretch every stream.
+LOOP_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    2.5, 5.0)
 
 
 class GatewayMetrics:
@@ -64,6 +70,11 @@ class GatewayMetrics:
                                      "Dispatch to first token, per engine", ["engine"],
                                      buckets=LATENCY_BUCKETS, registry=r)
         self.ready = Gauge("gateway_ready", "1 when ready to serve", registry=r)
+        # Process health: CPU, memory, and how late the event loop runs its tasks.
+        self.loop_lag = Histogram("gateway_event_loop_lag_seconds",
+                                  "How late the event loop woke a sleeping task",
+                                  buckets=LOOP_LAG_BUCKETS, registry=r)
+        register_process_metrics(r)
 
     def watch_engines(self, source: Callable[[], Iterable[EngineStats]]) -> None:
         self.registry.register(_EngineCollector(source))
@@ -85,9 +96,16 @@ class _SchedulerCollector(Collector):
                                    labels=["class"])
         admitted = CounterMetricFamily("gateway_requests_admitted",
                                        "Requests admitted into a class queue", labels=["class"])
+        # The targets as series, so dashboards draw them against the observed quantiles.
+        ttft_target = GaugeMetricFamily("gateway_ttft_target_seconds",
+                                        "The class's p99 TTFT target", labels=["class"])
+        tpot_target = GaugeMetricFamily("gateway_tpot_target_seconds",
+                                        "The class's p99 TPOT target", labels=["class"])
         for c in snap.classes:
             depth.add_metric([c.policy.name], c.queued)
             tokens.add_metric([c.policy.name], c.queued_tokens)
+            ttft_target.add_metric([c.policy.name], c.policy.ttft_target_s)
+            tpot_target.add_metric([c.policy.name], c.policy.tpot_target_s)
             admitted.add_metric([c.policy.name], c.counters.get("admitted", 0))
         limit = GaugeMetricFamily("gateway_engine_concurrency_limit",
                                   "Sequences the controller lets into the engine",
@@ -102,14 +120,16 @@ class _SchedulerCollector(Collector):
             granted.add_metric([e.name], e.inflight)
             if e.controller.observed_s is not None:
                 observed.add_metric([e.name], e.controller.observed_s)
-        yield from (depth, tokens, admitted, limit, granted, observed)
+        yield from (depth, tokens, admitted, ttft_target, tpot_target, limit, granted, observed)
 
 
 class _EngineCollector(Collector):
+    """Engine-side state from ``EngineStats`` snapshots at scrape time."""
+
     def __init__(self, source: Callable[[], Iterable[EngineStats]]) -> None:
         self._source = source
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         inflight = GaugeMetricFamily("gateway_engine_inflight", "Requests on the engine",
                                      labels=["engine"])
         kv = GaugeMetricFamily("gateway_engine_kv_cache_usage", "KV-cache usage 0..1",
@@ -120,10 +140,14 @@ class _EngineCollector(Collector):
                                     labels=["engine"])
         waiting = GaugeMetricFamily("gateway_engine_waiting", "Sequences queued in the engine",
                                     labels=["engine"])
+        preemptions = CounterMetricFamily("gateway_engine_preemptions",
+                                          "Sequences the engine preempted (KV cache full)",
+                                          labels=["engine"])
         for s in self._source():
             inflight.add_metric([s.name], s.inflight)
             kv.add_metric([s.name], s.kv_cache_usage)
             healthy.add_metric([s.name], 1.0 if s.healthy else 0.0)
             running.add_metric([s.name], s.running)
             waiting.add_metric([s.name], s.waiting)
-        yield from (inflight, kv, healthy, running, waiting)
+            preemptions.add_metric([s.name], s.preemptions)
+        yield from (inflight, kv, healthy, running, waiting, preemptions)
