@@ -61,7 +61,7 @@ def start(name: str, cmd: list[str], port: int, ready_path: str, out: Path,
             if requests.get(server.url + ready_path, timeout=2).status_code == 200:
                 server.ready_s = time.perf_counter() - started
                 return server
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or a poll that timed out under load
             pass
         time.sleep(0.2)
     server.stop()
