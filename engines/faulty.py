@@ -5,8 +5,9 @@ everything, except that a test can make it
 
 - ``fail_next``: fail the next requests with an ``EngineError`` (at once or
   after some tokens), the engine staying healthy;
-- ``stall``: hold back every delta for a while, as a hung engine would, while
-  the wrapped engine keeps running (closing the stream still aborts it there);
+- ``stall``: hold back every delta for a while (or until ``resume``), as a
+  hung engine would, while the wrapped engine keeps running (closing the
+  stream still aborts it there);
 - ``kill``: die now: every in-flight stream raises ``EngineDeadError`` at once,
   ``healthy`` turns false and later requests are refused.
 
@@ -86,6 +87,11 @@ class FaultyEngine:
         until = asyncio.get_running_loop().time() + seconds
         self._stalled_until = max(self._stalled_until, until)
         self._unstall.clear()
+
+    def resume(self) -> None:
+        """End a stall now."""
+        self._stalled_until = 0.0
+        self._unstall.set()
 
     def kill(self) -> None:
         """Die now (see the module docstring). ``stop`` still releases the wrapped engine."""

@@ -105,7 +105,11 @@ class EngineSupervisor:
 
     # -- reports from the request path ------------------------------------------
 
-    def note_stall(self, name: str) -> None:
+    def note_stall(self, engine: Engine) -> None:
+        """A request on ``engine`` got no token within the stall timeout."""
+        name = engine.name
+        if self.pool.engine(name) is not engine:
+            return  # an instance already replaced
         self._stalls[name] += 1
         self._stalls_in_row[name] += 1
         limit = self.policy.stalls_before_restart
@@ -113,6 +117,12 @@ class EngineSupervisor:
             logger.error("engine %s stalled %d times in a row: restarting it", name,
                          self._stalls_in_row[name])
             self._retire(name)
+
+    def note_dead(self, engine: Engine) -> None:
+        """A request saw ``engine`` die: take it out of service now, not at the
+        next look (unless it was replaced already)."""
+        if self.pool.engine(engine.name) is engine and engine.name not in self._restarting:
+            self._retire(engine.name)
 
     def note_completed(self, name: str) -> None:
         self._stalls_in_row[name] = 0

@@ -236,7 +236,7 @@ class CompletionService:
                         transcript.add(delta)
                         watch.expect(_ENGINE, self._stall_s)
         except EngineError as exc:
-            raise _engine_failure(engine, exc) from exc
+            raise self._engine_failure(engine, exc) from exc
         except Overrun as exc:
             raise await self._stalled(engine, generation, exc) from None
         self._observe(sla, engine, transcript, timer, ticket)
@@ -273,7 +273,7 @@ class CompletionService:
                 await response.write(DONE)
                 await response.write_eof()
         except EngineError as exc:
-            failure = _engine_failure(engine, exc)
+            failure = self._engine_failure(engine, exc)
             if response is None:
                 raise failure from exc
             await self._end_stream(request, response, failure)
@@ -290,6 +290,10 @@ class CompletionService:
                 raise stalled from None
             await self._end_stream(request, response, stalled)
             return response, stalled.outcome
+        except ConnectionResetError:
+            # The client left between two writes (before aiohttp cancelled us):
+            # the engine request is closed already; end quietly, no traceback.
+            return response or _stream_response(sla), "client_gone"
         except asyncio.CancelledError:
             if response is None or not self.lifecycle.draining:
                 raise  # the client left: nobody to tell
@@ -302,6 +306,17 @@ class CompletionService:
         self._observe(sla, engine, transcript, timer, ticket)
         return response, "ok"
 
+    def _engine_failure(self, engine: Engine, exc: EngineError) -> APIError:
+        logger.error("engine %s failed a request: %s", engine.name, exc)
+        if isinstance(exc, EngineDeadError):
+            if self.supervisor is not None:
+                # The first request to see it tells the scheduler at once,
+                # before the supervisor's next look.
+                self.supervisor.note_dead(engine)
+            return EngineDied(f"Engine {engine.name} died while running this request; "
+                              "retry it.")
+        return EngineFailed(f"Engine {engine.name} failed this request.")
+
     async def _stalled(self, engine: Engine, generation: GenerationRequest,
                        overrun: Overrun) -> EngineStalled:
         """Abort a request whose engine went silent; report the engine."""
@@ -311,7 +326,7 @@ class CompletionService:
         # reaches an engine whose stream could not be closed cleanly.
         await engine.abort(generation.request_id)
         if self.supervisor is not None:
-            self.supervisor.note_stall(engine.name)
+            self.supervisor.note_stall(engine)
         return EngineStalled(f"Engine {engine.name} produced no token for {overrun.limit_s:g} s; "
                              "the request was aborted.")
 
@@ -388,14 +403,6 @@ def _queue_budget(sla: SLAClass, header: str | None) -> float:
         raise InvalidRequest("X-Request-Deadline-Ms must be a positive integer (milliseconds).",
                              param="X-Request-Deadline-Ms")
     return min(budget, client_ms / 1000)
-
-
-def _engine_failure(engine: Engine, exc: EngineError) -> APIError:
-    logger.error("engine %s failed a request: %s", engine.name, exc)
-    if isinstance(exc, EngineDeadError):
-        return EngineDied(f"Engine {engine.name} died while running this request; "
-                          "retry it.")
-    return EngineFailed(f"Engine {engine.name} failed this request.")
 
 
 def _stream_response(sla: SLAClass) -> web.StreamResponse:
