@@ -6,6 +6,13 @@ on vLLM 0.26 (GPU machine) and 0.32 (CPU build) alike. Prompts arrive already
 tokenized (``TokensPrompt``): the gateway tokenized them once for validation
 and scheduling, and vLLM must not do it again. Output is requested as deltas
 (``RequestOutputKind.DELTA``) so no cumulative text is copied per token.
+
+Engine death needs nothing of our own: vLLM's engine-core monitor thread sees
+the child process exit, its output handler fails every request queue with
+``EngineDeadError`` (raised here as ours) and ``errored`` turns true, which is
+``healthy``. Measured on the CPU build: 24 ms from SIGKILL of the engine core
+to the error in four in-flight streams. An instance that died stays dead; the
+supervisor (``engines.supervisor``) replaces it with a new ``VLLMEngine``.
 """
 
 from __future__ import annotations
