@@ -40,6 +40,9 @@ from engines.vllm_stats import SchedulerSample, make_stat_logger_factory
 logger = logging.getLogger(__name__)
 
 _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "abort": FinishReason.ABORT}
+# How long stop() lets a dead engine's requests take their EngineDeadError
+# (vLLM delivers it within tens of ms) before it shuts the front end down.
+_DEAD_SETTLE_S = 2.0
 
 
 class VLLMEngine:
@@ -60,6 +63,7 @@ class VLLMEngine:
         self._info: EngineInfo | None = None
         self._sample = SchedulerSample()
         self._inflight: set[str] = set()
+        self._stopping = False
         self._uses_priority = self._args.get("scheduling_policy") == "priority"
 
     # -- lifecycle ---------------------------------------------------------
@@ -97,12 +101,27 @@ class VLLMEngine:
     async def stop(self) -> None:
         if self._llm is None:
             return
-        if self._inflight:
+        self._stopping = True  # requests ended from here on fail (never "finish")
+        if not self.healthy:
+            # shutdown() cancels the output handler: if it has not yet failed
+            # every request's queue, those requests would wait forever.
+            await self._wait_inflight(_DEAD_SETTLE_S)
+            processor = getattr(self._llm, "output_processor", None)
+            if self._inflight and processor is not None:
+                from vllm.v1.engine.exceptions import EngineDeadError as VLLMDeadError
+
+                processor.propagate_error(VLLMDeadError())
+        elif self._inflight:
             await self._llm.abort(list(self._inflight))
         # shutdown() cancels vLLM's output-handler task: it must run on this
         # loop's thread, not in a worker thread.
         llm, self._llm = self._llm, None
         llm.shutdown()
+
+    async def _wait_inflight(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self._inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     @property
     def healthy(self) -> bool:
@@ -165,6 +184,9 @@ class VLLMEngine:
         try:
             stream = self._llm.generate(prompt, params, rid, **kwargs)
             async for output in stream:
+                if output.finished and self._stopping:
+                    # Aborted by stop(), not by the client: a failure, not an answer.
+                    raise EngineDeadError(f"engine {self.name} was stopped")
                 for choice in output.outputs:
                     delta = _to_delta(choice, request.sampling.logprobs is not None)
                     if delta is not None:
@@ -172,7 +194,7 @@ class VLLMEngine:
                 finished = output.finished
         except VLLMDeadError as exc:
             raise EngineDeadError(f"engine {self.name} died: {exc}") from exc
-        except (asyncio.CancelledError, GeneratorExit):
+        except (asyncio.CancelledError, GeneratorExit, EngineError):
             raise
         except ValueError as exc:
             raise EngineError(f"engine {self.name} refused the request: {exc}") from exc

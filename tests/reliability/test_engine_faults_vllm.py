@@ -1,11 +1,17 @@
-"""Real engine death: SIGKILL one vLLM engine-core process of a running gateway
-(two engines on the demo model) while streams run on both engines.
+"""Real engine faults on a running gateway (two engines on the demo model).
+
+Death: SIGKILL one vLLM engine-core process while streams run on both engines.
 
 Every stream on the killed engine ends with one error event within 1 s; the
 streams on the other engine finish; ``/health/ready`` says ``degraded`` and
 ``gateway_engine_healthy`` 0; a class both engines serve moves to the
 survivor; the supervisor restarts the engine (a new engine-core process) and it
 serves again; the books balance and the gateway still exits 0 on SIGTERM.
+
+Stall: SIGSTOP both engine cores. A stream that had started ends with one
+error event (504) and a non-streaming request gets 504, each after
+``server.stall_timeout_s``; after SIGCONT the aborts have reached vLLM (nothing
+left running) and the engines serve again.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ pytestmark = pytest.mark.vllm
 CONFIG = """
 server:
   engine_restart_backoff_s: 1.0
+  stall_timeout_s: 5.0
 engines:
   - name: fast
     model: demo
@@ -44,6 +51,7 @@ engines:
 """
 CLASS_OF = {"fast": "interactive", "bulk": "batch"}  # the class only that engine serves
 RESTART_TIMEOUT_S = 300
+STALL_S = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +178,61 @@ async def test_killed_engine_core_fails_its_streams_fast_then_restarts(
     assert gw.metric("gateway_engine_granted") == 0
     assert gw.metric("gateway_queue_depth") == 0
     assert f"engine {dead} restarted" in gw.logs()
+
+
+async def test_stopped_engine_cores_stall_and_requests_are_aborted(
+        gateway: GatewayProcess) -> None:
+    gw = gateway
+    assert ready(gw)[1]["status"] == "ready"
+    sent_before = requests_total(gw)
+    stalls_before = gw.metric("gateway_engine_stalls_total")
+    cores = engine_cores(gw)
+    async with aiohttp.ClientSession() as session:
+        started = asyncio.Event()
+
+        async def stream() -> StreamResult:
+            async with session.post(f"{gw.url}/v1/completions",
+                                    json=body("interactive", 1500)) as r:
+                assert r.status == 200, await r.text()
+                return await read_stream(r, after_events=2, started=started)
+
+        streaming = asyncio.create_task(stream())
+        await asyncio.wait_for(started.wait(), 60)
+        for core in cores:
+            core.suspend()
+        stopped_at = time.monotonic()
+        try:
+            async with session.post(f"{gw.url}/v1/completions",
+                                    json=body("batch", 8, stream=False)) as r:
+                assert r.status == 504, await r.text()
+                error = (await r.json())["error"]
+                assert error["type"] == "server_error" and "no token" in error["message"]
+            stalled = await streaming
+        finally:
+            for core in cores:
+                core.resume()
+        waited = time.monotonic() - stopped_at
+        print(f"stall detected after {stalled.ended_at - stopped_at:.2f} s "
+              f"(stall_timeout_s {STALL_S})")
+        assert STALL_S <= stalled.ended_at - stopped_at < STALL_S + 2.5
+        assert waited < STALL_S + 2.5
+        assert len(stalled.errors) == 1 and stalled.events[-1] == stalled.errors[0]
+        assert stalled.errors[0]["error"]["code"] == 504 and "[DONE]" not in stalled.events
+
+    # The aborts reached vLLM: it tracks no unfinished request (its running and
+    # waiting counts read 0 only then).
+    deadline = time.monotonic() + 30
+    while gw.metric("gateway_engine_running") + gw.metric("gateway_engine_waiting") > 0:
+        assert time.monotonic() < deadline, "vLLM still runs the stalled requests"
+        time.sleep(0.2)
+    assert gw.metric("gateway_engine_stalls_total") - stalls_before == 2
+    assert gw.metric("gateway_requests_total", outcome="stalled") == 2
+    assert ready(gw)[1]["status"] == "ready"  # suspect, not out of service
+    for cls in ("interactive", "batch"):
+        r = requests.post(f"{gw.url}/v1/completions", json=body(cls, 8, stream=False),
+                          timeout=60)
+        assert r.status_code == 200, r.text
+    assert gw.metric("gateway_engine_suspect") == 0
+    assert requests_total(gw) - sent_before == 4
+    assert gw.metric("gateway_engine_inflight") == 0
+    assert gw.metric("gateway_engine_granted") == 0
