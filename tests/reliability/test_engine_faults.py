@@ -219,3 +219,27 @@ async def test_repeated_stalls_restart_the_engine() -> None:
         await assert_settled(gw, 3, before)
     finally:
         await gw.stop()
+
+
+async def test_no_serving_engine_is_503_until_the_restart() -> None:
+    gw = await start_local_gateway(fault_config(
+        {"solo": ("interactive", "standard", "batch")}, engine_restart_backoff_s=0.5))
+    try:
+        before = await counts(gw)
+        gw.engine("solo").kill()
+        status, ready = await gw.ready()
+        assert status == 503 and ready["status"] == "unavailable"
+        # The scheduler learns of it at the supervisor's next look (0.1 s); a
+        # request placed in between gets 503 engine_dead from the engine.
+        async with asyncio.timeout(1):
+            while "solo" in gw.state.dispatcher.scheduler.healthy:
+                await asyncio.sleep(0.01)
+        status, body = await gw.post(completion())
+        assert status == 503 and body["error"]["code"] == "no_engine"
+        await gw.wait_ready_status("ready", timeout=10)
+        assert (await gw.ready())[0] == 200
+        status, _ = await gw.post(completion())
+        assert status == 200
+        await assert_settled(gw, 2, before)
+    finally:
+        await gw.stop()
