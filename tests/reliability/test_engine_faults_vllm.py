@@ -166,9 +166,9 @@ async def test_killed_engine_core_fails_its_streams_fast_then_restarts(
     assert gw.metric("gateway_engine_healthy", engine=dead) == 1
     new_cores = engine_cores(gw)
     assert len(new_cores) == 2 and victim.pid not in {p.pid for p in new_cores}
-    r = requests.post(f"{gw.url}/v1/completions", json=body(CLASS_OF[dead], 8, stream=False),
-                      timeout=60)
-    assert r.status_code == 200, r.text
+    after = requests.post(f"{gw.url}/v1/completions",
+                          json=body(CLASS_OF[dead], 8, stream=False), timeout=60)
+    assert after.status_code == 200, after.text
     sent += 1
 
     # Accounting: every request counted once; nothing left running.
@@ -229,9 +229,9 @@ async def test_stopped_engine_cores_stall_and_requests_are_aborted(
     assert gw.metric("gateway_requests_total", outcome="stalled") == 2
     assert ready(gw)[1]["status"] == "ready"  # suspect, not out of service
     for cls in ("interactive", "batch"):
-        r = requests.post(f"{gw.url}/v1/completions", json=body(cls, 8, stream=False),
-                          timeout=60)
-        assert r.status_code == 200, r.text
+        answer = requests.post(f"{gw.url}/v1/completions", json=body(cls, 8, stream=False),
+                               timeout=60)
+        assert answer.status_code == 200, answer.text
     assert gw.metric("gateway_engine_suspect") == 0
     assert requests_total(gw) - sent_before == 4
     assert gw.metric("gateway_engine_inflight") == 0
