@@ -40,9 +40,8 @@ from engines.vllm_stats import SchedulerSample, make_stat_logger_factory
 logger = logging.getLogger(__name__)
 
 _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "abort": FinishReason.ABORT}
-# How long stop() lets a dead engine's requests take their EngineDeadError
-# (vLLM delivers it within tens of ms) before it shuts the front end down.
-_DEAD_SETTLE_S = 2.0
+# How long stop() lets requests in flight take their end before it forces one.
+_SETTLE_S = 2.0
 
 
 class VLLMEngine:
@@ -99,29 +98,32 @@ class VLLMEngine:
         return self._info
 
     async def stop(self) -> None:
+        """Fail what runs (``EngineDeadError``), then shut vLLM down off the loop."""
         if self._llm is None:
             return
         self._stopping = True  # requests ended from here on fail (never "finish")
-        if not self.healthy:
-            # shutdown() cancels the output handler: if it has not yet failed
-            # every request's queue, those requests would wait forever.
-            await self._wait_inflight(_DEAD_SETTLE_S)
-            processor = getattr(self._llm, "output_processor", None)
-            if self._inflight and processor is not None:
-                from vllm.v1.engine.exceptions import EngineDeadError as VLLMDeadError
-
-                processor.propagate_error(VLLMDeadError())
-        elif self._inflight:
+        if self._inflight and self.healthy:
             await self._llm.abort(list(self._inflight))
-        # shutdown() cancels vLLM's output-handler task: it must run on this
-        # loop's thread, not in a worker thread.
-        llm, self._llm = self._llm, None
-        llm.shutdown()
-
-    async def _wait_inflight(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
+        # Let each request take its end (the abort's final output, or a dead
+        # engine's EngineDeadError, which vLLM delivers within tens of ms)
+        # before the output handler goes: without it they would wait forever.
+        deadline = time.monotonic() + _SETTLE_S
         while self._inflight and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        processor = getattr(self._llm, "output_processor", None)
+        if self._inflight and processor is not None:
+            from vllm.v1.engine.exceptions import EngineDeadError as VLLMDeadError
+
+            processor.propagate_error(VLLMDeadError())
+        llm, self._llm = self._llm, None
+        # shutdown() cancels the output handler, which must happen on this loop:
+        # do it here first, so the rest (seconds: the engine core exits, its
+        # workers join) can run in a thread while the gateway keeps serving.
+        handler = getattr(llm, "output_handler", None)
+        if handler is not None and not handler.done():
+            handler.cancel()
+            await asyncio.wait([handler], timeout=1.0)
+        await asyncio.to_thread(llm.shutdown)
 
     @property
     def healthy(self) -> bool:

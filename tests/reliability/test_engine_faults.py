@@ -166,7 +166,7 @@ async def test_stall_before_first_token_is_504_and_aborts(gw: LocalGateway) -> N
     started = time.monotonic()
     status, body = await gw.post(completion(tier="interactive"))
     assert status == 504 and set(body["error"]) == ERROR_KEYS
-    assert 0.5 <= time.monotonic() - started < 1.5
+    assert 0.5 <= time.monotonic() - started < 2.0
     assert len(engine.aborted) == 1
     assert engine.inner.stats().inflight == 0
     assert await gw.metric("gateway_requests_total", outcome="stalled") == 1
@@ -190,7 +190,7 @@ async def test_stall_mid_stream_is_one_error_event(gw: LocalGateway) -> None:
     engine.stall(30)
     stalled_at = time.monotonic()
     result = await task
-    assert 0.4 <= result.ended_at - stalled_at < 1.5
+    assert 0.4 <= result.ended_at - stalled_at < 2.0
     assert len(result.errors) == 1 and result.events[-1] == result.errors[0]
     assert result.errors[0]["error"]["code"] == 504 and "[DONE]" not in result.events
     assert len(engine.aborted) == 1 and engine.inner.stats().inflight == 0
