@@ -110,6 +110,10 @@ class FaultyEngine:
         return await self.inner.warmup(prompts)
 
     async def stop(self) -> None:
+        # As VLLMEngine does: what still runs fails, it does not "finish".
+        stopped = EngineDeadError(f"engine {self.name} was stopped")
+        for relay in self._relays.values():
+            relay.fail(stopped)
         await self.inner.stop()
 
     @property
