@@ -2,7 +2,12 @@
 
 Engines start concurrently (each load takes tens of seconds) and stop in
 reverse order. Each member serves a set of SLA classes; ``eligible(cls)``
-lists the healthy engines a class may run on, for the scheduler to choose from.
+lists the serving engines a class may run on, for the scheduler to choose from.
+
+An engine *serves* while it is healthy and not retired. The supervisor
+(``engines.supervisor``) retires an engine it is about to restart (dead, or
+stalled too often) and ``replace``s it with a fresh instance under the same
+name, so everything that looks engines up by name follows the restart.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engines.protocol import Engine, EngineInfo, EngineStats
 
@@ -32,6 +37,7 @@ class EnginePool:
             raise ValueError(f"engine names must be unique: {names}")
         self._members = tuple(members)
         self._by_name = {m.engine.name: m for m in members}
+        self._retired: set[str] = set()
         self.infos: dict[str, EngineInfo] = {}
 
     def __iter__(self) -> Iterator[PoolMember]:
@@ -65,10 +71,38 @@ class EnginePool:
             except Exception:
                 logger.exception("engine %s failed to stop cleanly", m.engine.name)
 
+    def serving(self, name: str) -> bool:
+        """Healthy and not retired: the scheduler may place work on it."""
+        return name not in self._retired and self._by_name[name].engine.healthy
+
+    def serving_names(self) -> list[str]:
+        return [m.engine.name for m in self._members if self.serving(m.engine.name)]
+
     def eligible(self, sla_class: str) -> list[Engine]:
-        """Healthy engines that may serve this class, in config order."""
+        """Serving engines that may serve this class, in config order."""
         return [m.engine for m in self._members
-                if sla_class in m.classes and m.engine.healthy]
+                if sla_class in m.classes and self.serving(m.engine.name)]
+
+    def retire(self, name: str) -> None:
+        """Take the engine out of service until it is replaced."""
+        self._retired.add(name)
+
+    def replace(self, name: str, engine: Engine, info: EngineInfo) -> Engine:
+        """Put a started ``engine`` in the place of ``name``; returns the old one."""
+        if engine.name != name:
+            raise ValueError(f"engine {engine.name!r} cannot replace {name!r}")
+        old = self._by_name[name]
+        member = PoolMember(engine=engine, classes=old.classes)
+        self._members = tuple(member if m is old else m for m in self._members)
+        self._by_name[name] = member
+        self.infos[name] = info
+        self._retired.discard(name)
+        return old.engine
 
     def stats(self) -> list[EngineStats]:
-        return [m.engine.stats() for m in self._members]
+        """Engine snapshots; a retired engine reports unhealthy."""
+        out = []
+        for m in self._members:
+            s = m.engine.stats()
+            out.append(s if self.serving(s.name) or not s.healthy else replace(s, healthy=False))
+        return out

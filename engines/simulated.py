@@ -88,11 +88,16 @@ class SimulatedEngine:
         name: str,
         served_model_name: str | None = None,
         profile: SimulatedProfile = DEFAULT_PROFILE,
+        *,
+        model_path: str | None = None,
     ) -> None:
+        """``model_path``: a real model directory whose tokenizer the gateway
+        should load for this engine (tests of the whole app); its weights are
+        never read."""
         self.name = name
         self.profile = profile
         self._info = EngineInfo(
-            model_path=f"simulated:{name}",
+            model_path=model_path or f"simulated:{name}",
             served_model_name=served_model_name or name,
             max_model_len=profile.max_model_len,
             eos_token_id=profile.eos_token_id,

@@ -6,6 +6,13 @@ on vLLM 0.26 (GPU machine) and 0.32 (CPU build) alike. Prompts arrive already
 tokenized (``TokensPrompt``): the gateway tokenized them once for validation
 and scheduling, and vLLM must not do it again. Output is requested as deltas
 (``RequestOutputKind.DELTA``) so no cumulative text is copied per token.
+
+Engine death needs nothing of our own: vLLM's engine-core monitor thread sees
+the child process exit, its output handler fails every request queue with
+``EngineDeadError`` (raised here as ours) and ``errored`` turns true, which is
+``healthy``. Measured on the CPU build: 24 ms from SIGKILL of the engine core
+to the error in four in-flight streams. An instance that died stays dead; the
+supervisor (``engines.supervisor``) replaces it with a new ``VLLMEngine``.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from engines.vllm_stats import SchedulerSample, make_stat_logger_factory
 logger = logging.getLogger(__name__)
 
 _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "abort": FinishReason.ABORT}
+# How long stop() lets requests in flight take their end before it forces one.
+_SETTLE_S = 2.0
 
 
 class VLLMEngine:
@@ -53,6 +62,7 @@ class VLLMEngine:
         self._info: EngineInfo | None = None
         self._sample = SchedulerSample()
         self._inflight: set[str] = set()
+        self._stopping = False
         self._uses_priority = self._args.get("scheduling_policy") == "priority"
 
     # -- lifecycle ---------------------------------------------------------
@@ -88,14 +98,32 @@ class VLLMEngine:
         return self._info
 
     async def stop(self) -> None:
+        """Fail what runs (``EngineDeadError``), then shut vLLM down off the loop."""
         if self._llm is None:
             return
-        if self._inflight:
+        self._stopping = True  # requests ended from here on fail (never "finish")
+        if self._inflight and self.healthy:
             await self._llm.abort(list(self._inflight))
-        # shutdown() cancels vLLM's output-handler task: it must run on this
-        # loop's thread, not in a worker thread.
+        # Let each request take its end (the abort's final output, or a dead
+        # engine's EngineDeadError, which vLLM delivers within tens of ms)
+        # before the output handler goes: without it they would wait forever.
+        deadline = time.monotonic() + _SETTLE_S
+        while self._inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        processor = getattr(self._llm, "output_processor", None)
+        if self._inflight and processor is not None:
+            from vllm.v1.engine.exceptions import EngineDeadError as VLLMDeadError
+
+            processor.propagate_error(VLLMDeadError())
         llm, self._llm = self._llm, None
-        llm.shutdown()
+        # shutdown() cancels the output handler, which must happen on this loop:
+        # do it here first, so the rest (seconds: the engine core exits, its
+        # workers join) can run in a thread while the gateway keeps serving.
+        handler = getattr(llm, "output_handler", None)
+        if handler is not None and not handler.done():
+            handler.cancel()
+            await asyncio.wait([handler], timeout=1.0)
+        await asyncio.to_thread(llm.shutdown)
 
     @property
     def healthy(self) -> bool:
@@ -158,6 +186,9 @@ class VLLMEngine:
         try:
             stream = self._llm.generate(prompt, params, rid, **kwargs)
             async for output in stream:
+                if output.finished and self._stopping:
+                    # Aborted by stop(), not by the client: a failure, not an answer.
+                    raise EngineDeadError(f"engine {self.name} was stopped")
                 for choice in output.outputs:
                     delta = _to_delta(choice, request.sampling.logprobs is not None)
                     if delta is not None:
@@ -165,7 +196,7 @@ class VLLMEngine:
                 finished = output.finished
         except VLLMDeadError as exc:
             raise EngineDeadError(f"engine {self.name} died: {exc}") from exc
-        except (asyncio.CancelledError, GeneratorExit):
+        except (asyncio.CancelledError, GeneratorExit, EngineError):
             raise
         except ValueError as exc:
             raise EngineError(f"engine {self.name} refused the request: {exc}") from exc

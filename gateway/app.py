@@ -2,7 +2,10 @@
 
 Engines start in a background task owned by the app's cleanup context, so the
 server listens at once: ``/health/live`` answers 200 while ``/health/ready``
-answers 503 until every engine is started and warmed.
+answers 503 until every engine is started and warmed. Once serving, an
+``EngineSupervisor`` (owned by the same context) restarts engines that die;
+``/health/ready`` stays 200 but says ``"degraded"`` while some engine is out of
+service, and turns 503 when none serves.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engines.pool import EnginePool
-from gateway.config import GatewayConfig
+from engines.supervisor import EngineFactory, EngineSupervisor, RestartPolicy
+from gateway.config import GatewayConfig, ServerConfig
+from gateway.engine_health_metrics import EngineHealthCollector
 from gateway.errors import APIError, MethodNotAllowed, NotFound, Unavailable
 from gateway.lifecycle import Lifecycle
 from gateway.metrics import GatewayMetrics
 from gateway.scheduling import build_scheduler, sla_view
 from gateway.serving import CompletionService
-from gateway.startup import StartupReport, build_pool, start_and_warm
+from gateway.startup import StartupReport, build_pool, engine_factory, rewarmer, start_and_warm
 from gateway.telemetry import telemetry_context
 from scheduler.dispatcher import Dispatcher
 
@@ -39,12 +44,15 @@ class GatewayState:
     config: GatewayConfig
     pool: EnginePool
     dispatcher: Dispatcher
+    factory: EngineFactory | None = None  # None: dead engines are not restarted
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     service: CompletionService | None = None
     startup: StartupReport | None = None
     startup_error: BaseException | None = None
     timers: asyncio.Task[None] | None = None
+    supervisor: EngineSupervisor | None = None
+    supervision: asyncio.Task[None] | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -91,11 +99,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_response(internal.to_body(), internal.status)
 
 
-def build_app(config: GatewayConfig, pool: EnginePool | None = None) -> web.Application:
+def build_app(config: GatewayConfig, pool: EnginePool | None = None,
+              factory: EngineFactory | None = None) -> web.Application:
+    """The gateway on ``config``'s vLLM engines, or on an injected ``pool``
+    (whose dead engines are restarted only if a ``factory`` is given too)."""
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=config.server.max_body_bytes)
     scheduler = build_scheduler(config)
-    state = GatewayState(config=config, pool=pool or build_pool(config),
+    if pool is None:
+        pool, factory = build_pool(config), factory or engine_factory(config)
+    state = GatewayState(config=config, pool=pool, factory=factory,
                          dispatcher=Dispatcher(scheduler, clock=time.monotonic))
     app[STATE] = state
     app.cleanup_ctx.append(telemetry_context(state.metrics))
@@ -114,24 +127,33 @@ async def _engines_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     state.metrics.watch_engines(state.pool.stats)
     state.metrics.watch_scheduler(state.dispatcher.scheduler.snapshot)
+    state.metrics.registry.register(EngineHealthCollector(
+        lambda: state.supervisor.health() if state.supervisor is not None else ()))
     task = asyncio.create_task(_start(state), name="engine-startup")
     yield
-    for t in (task, state.timers):
-        if t is not None and not t.done():
-            t.cancel()
-    await asyncio.gather(*(t for t in (task, state.timers) if t is not None),
-                         return_exceptions=True)
+    # The supervisor first: a replacement it is starting must not outlive the pool.
+    tasks = [t for t in (state.supervision, task, state.timers) if t is not None]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     await state.pool.stop()
 
 
 async def _start(state: GatewayState) -> None:
     try:
-        models, report = await start_and_warm(state.config, state.pool,
-                                              state.dispatcher.scheduler.affinity)
+        affinity = state.dispatcher.scheduler.affinity
+        models, report = await start_and_warm(state.config, state.pool, affinity)
+        pool, dispatcher = state.pool, state.dispatcher
+        state.supervisor = EngineSupervisor(
+            pool, state.factory, rewarmer(state.config, models, affinity),
+            restart_policy(state.config.server),
+            on_change=lambda: dispatcher.set_healthy(pool.serving_names()))
         state.service = CompletionService(state.config, state.pool, models, state.lifecycle,
-                                          state.metrics, state.dispatcher)
-        state.timers = asyncio.create_task(state.dispatcher.run(_healthy(state.pool)),
+                                          state.metrics, state.dispatcher, state.supervisor)
+        state.timers = asyncio.create_task(state.dispatcher.run(pool.serving_names),
                                            name="scheduler-timers")
+        state.supervision = asyncio.create_task(state.supervisor.run(),
+                                                name="engine-supervisor")
         state.startup = report
         # Start-up left millions of long-lived objects (vLLM, torch, tokenizers):
         # freeze them out of the collector, so full collections while serving scan
@@ -176,8 +198,11 @@ async def _sla(request: web.Request) -> web.Response:
                                   state.config.default_class))
 
 
-def _healthy(pool: EnginePool) -> Callable[[], list[str]]:
-    return lambda: [m.engine.name for m in pool if m.engine.healthy]
+def restart_policy(server: ServerConfig) -> RestartPolicy:
+    return RestartPolicy(backoff_s=server.engine_restart_backoff_s,
+                         backoff_max_s=max(server.engine_restart_backoff_s,
+                                           server.engine_restart_backoff_max_s),
+                         stalls_before_restart=server.stalls_before_restart)
 
 
 async def _live(request: web.Request) -> web.Response:
@@ -185,14 +210,27 @@ async def _live(request: web.Request) -> web.Response:
 
 
 async def _ready(request: web.Request) -> web.Response:
+    """200 ``ready`` (every engine serving) or ``degraded`` (some are: the
+    others restart and their classes run elsewhere); 503 while starting,
+    draining, or with no engine serving."""
     state = request.app[STATE]
-    engines = {s.name: {"healthy": s.healthy, "inflight": s.inflight}
-               for s in state.pool.stats()}
-    body: dict[str, object] = {"status": state.lifecycle.state.value, "engines": engines}
+    stats = state.pool.stats()
+    engines: dict[str, dict[str, object]] = {
+        s.name: {"healthy": s.healthy, "inflight": s.inflight} for s in stats}
+    if state.supervisor is not None:
+        for h in state.supervisor.health():
+            engines[h.name] |= {"state": h.state.value, "restarts": h.restarts}
+    serving = sum(s.healthy for s in stats)
+    status = state.lifecycle.state.value
+    ok = state.lifecycle.ready and serving > 0
+    if ok and serving < len(stats):
+        status = "degraded"
+    elif state.lifecycle.ready and not ok:
+        status = "unavailable"
+    body: dict[str, object] = {"status": status, "engines": engines}
     if state.startup is not None:
         body["warmup_seconds"] = {r.engine: round(r.seconds, 3) for r in state.startup.warmups}
         body["engine_start_seconds"] = round(state.startup.start_seconds, 3)
-    ok = state.lifecycle.ready and all(s.healthy for s in state.pool.stats())
     return json_response(body, 200 if ok else 503, None if ok else {"Retry-After": "5"})
 
 

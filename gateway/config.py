@@ -49,6 +49,11 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     max_body_bytes: Annotated[int, msgspec.Meta(gt=0)] = 1 << 20  # larger bodies get 413
     drain_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0  # on SIGTERM
     max_tokens_limit: Annotated[int, msgspec.Meta(gt=0)] = 4096  # larger max_tokens get 400
+    stall_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0  # no token: 504, abort
+    write_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0  # stalled reader: cut
+    stalls_before_restart: Annotated[int, msgspec.Meta(ge=0)] = 3  # in a row; 0: never restart
+    engine_restart_backoff_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 1.0  # doubles
+    engine_restart_backoff_max_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 60.0  # cap
 
 
 class SLAClass(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -17,9 +17,13 @@ counters can never disagree::
     ├── UnsupportedMediaType  415  (a Content-Type that is not JSON)
     ├── Overloaded            429  (shed at admission; Retry-After, X-Reject-Reason)
     ├── Unavailable           503  (not ready, draining, no engine; Retry-After)
-    │   └── QueueTimeout      503  (deadline passed in the queue)
+    │   ├── QueueTimeout      503  (deadline passed in the queue)
+    │   └── EngineDied        503  (the engine died under this request)
     ├── EngineFailed          502  (the engine failed this request)
-    └── EngineStalled         504
+    └── EngineStalled         504  (no token within server.stall_timeout_s)
+
+A client that stops reading a stream is not answered at all (nobody reads): it
+is cut after ``server.write_timeout_s`` and counted with outcome ``client_slow``.
 """
 
 from __future__ import annotations
@@ -144,6 +148,15 @@ class QueueTimeout(Unavailable):
     outcome = "expired"
 
 
+class EngineDied(Unavailable):
+    """The engine died while running this request; others may serve a retry."""
+
+    outcome = "engine_dead"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="engine_dead")
+
+
 class EngineFailed(APIError):
     status = 502
     error_type = "server_error"
@@ -151,6 +164,8 @@ class EngineFailed(APIError):
 
 
 class EngineStalled(APIError):
+    """The engine produced no token for ``server.stall_timeout_s``; aborted."""
+
     status = 504
     error_type = "server_error"
-    outcome = "engine_stalled"
+    outcome = "stalled"

@@ -4,12 +4,18 @@ One ``CompletionService`` serves both ``/v1/completions`` and
 ``/v1/chat/completions``; the differences live in ``validate.py`` (request
 shape) and ``wire.py`` (response shape). Every request that gets here ends in
 exactly one outcome, counted once in ``gateway_requests_total``.
+
+Faults on the way: an engine error fails only its request (502, or one error
+event mid-stream); an engine that dies fails its requests with 503
+(``engine_dead``); an engine silent for ``server.stall_timeout_s`` has the
+request aborted (504 / error event) and is reported to the supervisor; a
+client that takes no data for ``server.write_timeout_s`` is cut
+(``client_slow``). The last two share one ``Watchdog`` per request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -23,12 +29,15 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from engines.pool import EnginePool
 from engines.protocol import Engine, EngineDeadError, EngineError, GenerationRequest
+from engines.supervisor import EngineSupervisor
 from gateway.classes import resolve_class
 from gateway.config import GatewayConfig, SLAClass
 from gateway.errors import (
     APIError,
     ContextTooLong,
+    EngineDied,
     EngineFailed,
+    EngineStalled,
     InvalidRequest,
     NotFound,
     Overloaded,
@@ -46,6 +55,7 @@ from gateway.validate import (
     parse_deadline_ms,
     parse_request,
 )
+from gateway.watchdog import Overrun, Watchdog
 from gateway.wire import DONE, Transcript, sse
 from scheduler.dispatcher import Dispatcher, Expired, Rejected
 from scheduler.placement import prefix_key
@@ -63,6 +73,9 @@ SSE_HEADERS = {
 _THREAD_TOKENIZE_CHARS = 16_384
 # OpenAI's default for /v1/completions when max_tokens is absent.
 _COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+# What a request's watchdog waits on.
+_ENGINE = "engine"
+_CLIENT = "client"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +96,7 @@ class CompletionService:
         lifecycle: Lifecycle,
         metrics: GatewayMetrics,
         dispatcher: Dispatcher,
+        supervisor: EngineSupervisor | None = None,
     ) -> None:
         self.config = config
         self.pool = pool
@@ -90,6 +104,12 @@ class CompletionService:
         self.lifecycle = lifecycle
         self.metrics = metrics
         self.dispatcher = dispatcher
+        self.supervisor = supervisor
+        server = config.server
+        self._stall_s = server.stall_timeout_s
+        self._write_s = server.write_timeout_s
+        # The watchdog looks every quarter of the shorter limit (at most 1 s late).
+        self._watch_period_s = max(0.005, min(1.0, min(self._stall_s, self._write_s) / 4))
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "completion")
@@ -185,6 +205,10 @@ class CompletionService:
         except Rejected as exc:
             r = exc.rejection
             self.metrics.rejections.labels(sla.name, r.reason).inc()
+            if r.reason == "no_engine":
+                # Not load: every engine of the class is down (restarting).
+                raise Unavailable(r.message, reason=r.reason,
+                                  retry_after_s=r.retry_after_s) from None
             raise Overloaded(r.message, reason=r.reason, retry_after_s=r.retry_after_s) from None
         except Expired as exc:
             self.metrics.rejections.labels(sla.name, "queue_timeout").inc()
@@ -230,13 +254,18 @@ class CompletionService:
                         transcript: Transcript, sla: SLAClass, ticket: Ticket) -> web.Response:
         timer = _Timer(ticket.arrival)
         try:
-            async with aclosing(engine.generate(generation)) as deltas:
-                async for delta in deltas:
-                    if timer.token(len(delta.token_ids)):
-                        self.dispatcher.first_token(ticket)
-                    transcript.add(delta)
+            with Watchdog(self._watch_period_s) as watch:
+                async with aclosing(engine.generate(generation)) as deltas:
+                    watch.expect(_ENGINE, self._stall_s)
+                    async for delta in deltas:
+                        if timer.token(len(delta.token_ids)):
+                            self.dispatcher.first_token(ticket)
+                        transcript.add(delta)
+                        watch.expect(_ENGINE, self._stall_s)
         except EngineError as exc:
-            raise _engine_failure(engine, exc) from exc
+            raise self._engine_failure(engine, exc) from exc
+        except Overrun as exc:
+            raise await self._stalled(engine, generation, exc) from None
         self.metrics.tokens.labels(sla.name, "completion").inc(transcript.completion_tokens)
         self._observe(sla, engine, transcript, timer, ticket)
         return web.Response(body=orjson.dumps(transcript.response()),
@@ -250,24 +279,51 @@ class CompletionService:
         response: web.StreamResponse | None = None
         sent = 0  # completion tokens written to the client
         try:
-            async with aclosing(engine.generate(generation)) as deltas:
-                async for delta in deltas:
-                    if response is None:
-                        # Headers go out with the first token: an engine failure
-                        # before it can still be answered with a real status.
-                        response = web.StreamResponse(headers=SSE_HEADERS)
-                        response.headers["X-SLA-Class"] = sla.name
-                        await response.prepare(request)
-                    if timer.token(len(delta.token_ids)):
-                        self.dispatcher.first_token(ticket)
-                    await response.write(transcript.chunk(delta))
-                    sent += len(delta.token_ids)
+            with Watchdog(self._watch_period_s) as watch:
+                async with aclosing(engine.generate(generation)) as deltas:
+                    watch.expect(_ENGINE, self._stall_s)
+                    async for delta in deltas:
+                        watch.expect(_CLIENT, self._write_s)
+                        if response is None:
+                            # Headers go out with the first token: an engine failure
+                            # before it can still be answered with a real status.
+                            response = _stream_response(sla)
+                            await response.prepare(request)
+                        if timer.token(len(delta.token_ids)):
+                            self.dispatcher.first_token(ticket)
+                        await response.write(transcript.chunk(delta))
+                        sent += len(delta.token_ids)
+                        watch.expect(_ENGINE, self._stall_s)
+                watch.expect(_CLIENT, self._write_s)
+                if response is None:
+                    response = _stream_response(sla)
+                    await response.prepare(request)
+                if transcript.include_usage:
+                    await response.write(transcript.usage_chunk())
+                await response.write(DONE)
+                await response.write_eof()
         except EngineError as exc:
-            failure = _engine_failure(engine, exc)
+            failure = self._engine_failure(engine, exc)
             if response is None:
                 raise failure from exc
-            await response.write(sse(failure.to_body()))
+            await self._end_stream(request, response, failure)
             return response, failure.outcome
+        except Overrun as exc:
+            if exc.what == _CLIENT:
+                # Its engine request is already closed (aborted) on the way out.
+                logger.info("request %s: client took no data for %.0f s; cut",
+                            generation.request_id, exc.limit_s)
+                _cut(request)
+                return response or _stream_response(sla), "client_slow"
+            stalled = await self._stalled(engine, generation, exc)
+            if response is None:
+                raise stalled from None
+            await self._end_stream(request, response, stalled)
+            return response, stalled.outcome
+        except ConnectionResetError:
+            # The client left between two writes (before aiohttp cancelled us):
+            # the engine request is closed already; end quietly, no traceback.
+            return response or _stream_response(sla), "client_gone"
         except asyncio.CancelledError:
             if response is None or not self.lifecycle.draining:
                 raise  # the client left: nobody to tell
@@ -275,22 +331,51 @@ class CompletionService:
             # aborted): end the stream properly with one error event.
             drained = Unavailable("The gateway shut down before this request finished.",
                                   reason="draining")
-            await _write_quietly(response, sse(drained.to_body()), eof=True)
+            await self._end_stream(request, response, drained)
             return response, "aborted"
         finally:
             # Whatever the outcome: a stream cut short still sent these tokens,
             # and completion tokens counted must equal tokens sent.
             self.metrics.tokens.labels(sla.name, "completion").inc(sent)
-        if response is None:
-            response = web.StreamResponse(headers=SSE_HEADERS)
-            response.headers["X-SLA-Class"] = sla.name
-            await response.prepare(request)
-        if transcript.include_usage:
-            await response.write(transcript.usage_chunk())
-        await response.write(DONE)
-        await response.write_eof()
         self._observe(sla, engine, transcript, timer, ticket)
         return response, "ok"
+
+    def _engine_failure(self, engine: Engine, exc: EngineError) -> APIError:
+        logger.error("engine %s failed a request: %s", engine.name, exc)
+        if isinstance(exc, EngineDeadError):
+            if self.supervisor is not None:
+                # The first request to see it tells the scheduler at once,
+                # before the supervisor's next look.
+                self.supervisor.note_dead(engine)
+            return EngineDied(f"Engine {engine.name} died while running this request; "
+                              "retry it.")
+        return EngineFailed(f"Engine {engine.name} failed this request.")
+
+    async def _stalled(self, engine: Engine, generation: GenerationRequest,
+                       overrun: Overrun) -> EngineStalled:
+        """Abort a request whose engine went silent; report the engine."""
+        logger.error("engine %s stalled: no token for %.1f s on %s; aborting it", engine.name,
+                     overrun.limit_s, generation.request_id)
+        # Closing the stream has aborted it already; an explicit abort also
+        # reaches an engine whose stream could not be closed cleanly.
+        await engine.abort(generation.request_id)
+        if self.supervisor is not None:
+            self.supervisor.note_stall(engine)
+        return EngineStalled(f"Engine {engine.name} produced no token for {overrun.limit_s:g} s; "
+                             "the request was aborted.")
+
+    async def _end_stream(self, request: web.Request, response: web.StreamResponse,
+                          error: APIError) -> None:
+        """One error event, then the end of the stream; a client that does not
+        take even that within the write timeout is cut."""
+        try:
+            async with asyncio.timeout(self._write_s):
+                await response.write(sse(error.to_body()))
+                await response.write_eof()
+        except TimeoutError:
+            _cut(request)
+        except (ConnectionResetError, RuntimeError):
+            pass  # the client is gone already: nobody left to tell
 
     def _observe(self, sla: SLAClass, engine: Engine, transcript: Transcript,
                  timer: _Timer, ticket: Ticket) -> None:
@@ -311,6 +396,8 @@ class CompletionService:
             m.tpot.labels(name).observe(tpot)
             met = met and tpot * 1000 <= sla.tpot_target_ms
         (m.slo_met if met else m.slo_missed).labels(name).inc()
+        if self.supervisor is not None:
+            self.supervisor.note_completed(engine.name)
 
 
 class _Timer:
@@ -342,11 +429,16 @@ def _queue_budget(sla: SLAClass, client_ms: int | None) -> float:
     return budget if client_ms is None else min(budget, client_ms / 1000)
 
 
-def _engine_failure(engine: Engine, exc: EngineError) -> APIError:
-    logger.error("engine %s failed a request: %s", engine.name, exc)
-    if isinstance(exc, EngineDeadError):
-        return Unavailable(f"Engine {engine.name} is unavailable.", reason="engine_dead")
-    return EngineFailed(f"Engine {engine.name} failed this request.")
+def _stream_response(sla: SLAClass) -> web.StreamResponse:
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    response.headers["X-SLA-Class"] = sla.name
+    return response
+
+
+def _cut(request: web.Request) -> None:
+    """Drop the connection at once, discarding what is buffered for it."""
+    if request.transport is not None:
+        request.transport.abort()
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -365,11 +457,4 @@ async def _maybe_in_thread(fn, arg, size: int | None = None):  # type: ignore[no
     if (size if size is not None else len(arg)) > _THREAD_TOKENIZE_CHARS:
         return await asyncio.to_thread(fn, arg)
     return fn(arg)
-
-
-async def _write_quietly(response: web.StreamResponse, data: bytes, eof: bool = False) -> None:
-    with contextlib.suppress(ConnectionResetError, RuntimeError):
-        await response.write(data)
-        if eof:
-            await response.write_eof()
 

@@ -2,6 +2,8 @@
 
 Runs as a background task owned by the app, so the HTTP server listens (and
 answers ``/health/live``, and ``/health/ready`` with 503) while engines load.
+``engine_factory`` and ``rewarmer`` give the engine supervisor the same two
+steps for one engine, to bring a fresh instance up after one died.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from dataclasses import dataclass
 
 from engines.demo_model import ensure_demo_model
 from engines.pool import EnginePool, PoolMember
-from engines.protocol import WarmupReport
+from engines.protocol import Engine, EngineInfo, WarmupReport
+from engines.supervisor import EngineFactory, Prepare
 from engines.vllm_engine import VLLMEngine
 from engines.warmup import warmup_requests
 from gateway.config import GatewayConfig
@@ -37,13 +40,39 @@ def build_pool(config: GatewayConfig) -> EnginePool:
     # inherits them); the config has already refused engines that disagree.
     for spec in config.engines:
         os.environ.update(spec.env)
-    members = []
-    for spec in config.engines:
+    make = engine_factory(config)
+    return EnginePool([PoolMember(engine=make(spec.name), classes=frozenset(spec.classes))
+                       for spec in config.engines])
+
+
+def engine_factory(config: GatewayConfig) -> EngineFactory:
+    """A fresh, unstarted ``VLLMEngine`` for the configured engine of a name."""
+    specs = {spec.name: spec for spec in config.engines}
+
+    def make(name: str) -> Engine:
+        spec = specs[name]
         path = str(ensure_demo_model()) if spec.is_demo else spec.model
         assert spec.served_model_name is not None  # filled in by the config loader
-        engine = VLLMEngine(spec.name, path, spec.served_model_name, spec.args)
-        members.append(PoolMember(engine=engine, classes=frozenset(spec.classes)))
-    return EnginePool(members)
+        return VLLMEngine(spec.name, path, spec.served_model_name, spec.args)
+
+    return make
+
+
+def rewarmer(config: GatewayConfig, models: dict[str, ServedModel],
+             affinity: Affinity) -> Prepare:
+    """Warm a restarted engine as start-up did, re-pinning its warmup prefixes."""
+    specs = {spec.name: spec for spec in config.engines}
+
+    async def prepare(engine: Engine, info: EngineInfo) -> WarmupReport:
+        spec = specs[engine.name]
+        report = await _warm(engine, spec.warmup.prompts, spec.warmup.ladder,
+                             models[info.served_model_name], affinity,
+                             config.scheduler.prefix_tokens)
+        logger.info("engine %s re-warmed: %d requests in %.1f s", engine.name, report.requests,
+                    report.seconds)
+        return report
+
+    return prepare
 
 
 async def start_and_warm(config: GatewayConfig, pool: EnginePool, affinity: Affinity
@@ -65,7 +94,7 @@ async def start_and_warm(config: GatewayConfig, pool: EnginePool, affinity: Affi
             logger.warning("engine %s serves %s with a different max_model_len", name,
                            info.served_model_name)
     reports = await asyncio.gather(*(
-        _warm(pool, spec.name, spec.warmup.prompts, spec.warmup.ladder,
+        _warm(pool.engine(spec.name), spec.warmup.prompts, spec.warmup.ladder,
               models[pool.infos[spec.name].served_model_name], affinity,
               config.scheduler.prefix_tokens)
         for spec in config.engines
@@ -76,9 +105,9 @@ async def start_and_warm(config: GatewayConfig, pool: EnginePool, affinity: Affi
     return models, StartupReport(start_seconds, tuple(reports))
 
 
-async def _warm(pool: EnginePool, name: str, prompts: tuple[str, ...],
-                ladder: tuple[int, ...], model: ServedModel, affinity: Affinity,
-                prefix_tokens: int) -> WarmupReport:
+async def _warm(engine: Engine, prompts: tuple[str, ...], ladder: tuple[int, ...],
+                model: ServedModel, affinity: Affinity, prefix_tokens: int) -> WarmupReport:
+    name = engine.name
     encoder = model.encoder
     # Each prompt in both forms clients send it: as raw completion text, and as
     # a chat system message (the chat template puts other tokens before it).
@@ -87,4 +116,4 @@ async def _warm(pool: EnginePool, name: str, prompts: tuple[str, ...],
     for ids in forms:
         affinity.remember(prefix_key(ids, prefix_tokens), name)
     requests = warmup_requests(name, forms, ladder, encoder.encode_text, model.max_model_len)
-    return await pool.engine(name).warmup(requests)
+    return await engine.warmup(requests)
