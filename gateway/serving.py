@@ -22,6 +22,7 @@ from aiohttp import web
 
 from engines.pool import EnginePool
 from engines.protocol import Engine, EngineDeadError, EngineError, GenerationRequest
+from gateway.auth import PRINCIPAL, Principal
 from gateway.classes import resolve_class
 from gateway.config import GatewayConfig, SLAClass
 from gateway.errors import (
@@ -31,17 +32,18 @@ from gateway.errors import (
     InvalidRequest,
     NotFound,
     Overloaded,
-    PayloadTooLarge,
     QueueTimeout,
     Unavailable,
 )
 from gateway.lifecycle import Lifecycle
+from gateway.limits import read_body
 from gateway.metrics import GatewayMetrics
 from gateway.prompts import PromptEncoder
 from gateway.validate import Kind, ParsedRequest, parse_request
 from gateway.wire import DONE, Transcript, sse
 from scheduler.dispatcher import Dispatcher, Expired, Rejected
 from scheduler.placement import prefix_key
+from scheduler.quota import LocalQuotas, QuotaGrant, Quotas, QuotaRefusal
 from scheduler.ticket import Ticket
 
 logger = logging.getLogger(__name__)
@@ -76,13 +78,16 @@ class CompletionService:
         lifecycle: Lifecycle,
         metrics: GatewayMetrics,
         dispatcher: Dispatcher,
+        quotas: Quotas | None = None,
     ) -> None:
+        # Swapped whole by a config reload; a request reads it once, at its start.
         self.config = config
         self.pool = pool
         self.models = dict(models)
         self.lifecycle = lifecycle
         self.metrics = metrics
         self.dispatcher = dispatcher
+        self.quotas = quotas if quotas is not None else LocalQuotas()
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "completion")
@@ -92,30 +97,36 @@ class CompletionService:
 
     async def _serve(self, request: web.Request, kind: Kind) -> web.StreamResponse:
         arrival = time.monotonic()
+        config = self.config
+        principal = request[PRINCIPAL]
         label = "none"
         outcome = "error"
+        quota: QuotaGrant | None = None
+        transcript: Transcript | None = None
         try:
             self.lifecycle.check_accepting()
-            body = await _read_body(request, self.config.server.max_body_bytes)
-            parsed = parse_request(kind, body)
+            body = await read_body(request, config.server.max_body_bytes,
+                                   config.server.body_timeout_s)
+            parsed = parse_request(kind, body, config.server.request_limits)
             model = self.models.get(parsed.model)
             if model is None:
                 raise NotFound(f"The model {parsed.model[:128]!r} does not exist. Served: "
                                f"{', '.join(sorted(self.models))}.", param="model",
                                code="model_not_found")
-            sla = resolve_class(self.config.classes, self.config.default_class,
-                                parsed.service_tier, request.headers.get("X-SLA-Class"))
+            sla = resolve_class(config.classes, principal.default_class, parsed.service_tier,
+                                request.headers.get("X-SLA-Class"), principal.classes)
             label = sla.name
             deadline = arrival + _queue_budget(sla, request.headers.get("X-Request-Deadline-Ms"))
             generation = await self._prepare(parsed, model, sla)
+            quota = self._try_quota(principal, sla, generation)
             with self.lifecycle.track():
                 ticket = Ticket(
-                    id=generation.request_id, sla_class=sla.name, tenant="anonymous",
+                    id=generation.request_id, sla_class=sla.name, tenant=principal.tenant,
                     prompt_tokens=len(generation.prompt_token_ids),
                     max_tokens=generation.sampling.max_tokens * generation.sampling.n,
                     arrival=arrival, deadline=deadline,
                     prefix_key=prefix_key(generation.prompt_token_ids,
-                                          self.config.scheduler.prefix_tokens),
+                                          config.scheduler.prefix_tokens),
                 )
                 engine = await self._acquire(ticket, sla)
                 release = "failed"
@@ -149,7 +160,24 @@ class CompletionService:
             outcome = "client_gone"
             raise
         finally:
+            if quota is not None:
+                used = 0 if transcript is None else (transcript.prompt_tokens
+                                                     + transcript.completion_tokens)
+                self.quotas.release(quota, time.monotonic(), used)
             self.metrics.requests.labels(label, outcome).inc()
+
+    def _try_quota(self, principal: Principal, sla: SLAClass,
+                   generation: GenerationRequest) -> QuotaGrant:
+        """Charge the tenant one request and prompt + max_tokens tokens, or 429."""
+        sampling = generation.sampling
+        tokens = len(generation.prompt_token_ids) + sampling.max_tokens * sampling.n
+        result = self.quotas.try_acquire(principal.tenant, principal.limits, tokens,
+                                         time.monotonic())
+        if isinstance(result, QuotaRefusal):
+            self.metrics.rejections.labels(sla.name, result.reason).inc()
+            raise Overloaded(result.message, reason=result.reason,
+                             retry_after_s=result.retry_after_s)
+        return result
 
     async def _acquire(self, ticket: Ticket, sla: SLAClass) -> Engine:
         """Wait in the SLA queue for a grant; the engine it was placed on."""
@@ -323,14 +351,6 @@ def _engine_failure(engine: Engine, exc: EngineError) -> APIError:
     if isinstance(exc, EngineDeadError):
         return Unavailable(f"Engine {engine.name} is unavailable.", reason="engine_dead")
     return EngineFailed(f"Engine {engine.name} failed this request.")
-
-
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    # The app's client_max_size is the same limit; this gives the OpenAI body.
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"Request body is larger than {limit} bytes.") from None
 
 
 async def _maybe_in_thread(fn, arg, size: int | None = None):  # type: ignore[no-untyped-def]
