@@ -9,7 +9,8 @@ development mode: every request runs as the unlimited ``anonymous`` tenant
 
 Hash a key for the config::
 
-    python -m gateway.auth hash sk-my-secret      # or: echo -n sk-... | python -m gateway.auth hash -
+    python -m gateway.auth hash sk-my-secret
+    printf %s sk-my-secret | python -m gateway.auth hash -   # not in shell history
 """
 
 from __future__ import annotations
@@ -60,17 +61,19 @@ class KeyRing:
         every = frozenset(c.name for c in config.classes)
         self._anonymous = Principal(ANONYMOUS, every, config.default_class, TenantLimits(),
                                     admin=True)
-        self._by_hash: dict[str, Principal] = {}
+        # hash -> (the configured hash, for the final compare; who it is)
+        self._by_hash: dict[str, tuple[str, Principal]] = {}
         for key in auth.keys:
-            self._by_hash[key.hash] = Principal(
+            self._by_hash[key.hash] = (key.hash, Principal(
                 tenant=key.tenant,
                 classes=frozenset(key.classes) if key.classes is not None else every,
                 default_class=key.default_class or config.default_class,
                 limits=TenantLimits(key.requests_per_min, key.tokens_per_min,
-                                    key.max_concurrent))
+                                    key.max_concurrent)))
+        admin = Principal("admin", frozenset(), config.default_class, TenantLimits(),
+                          admin=True)
         for admin_hash in auth.admin_keys:
-            self._by_hash[admin_hash] = Principal("admin", frozenset(), config.default_class,
-                                                  TenantLimits(), admin=True)
+            self._by_hash[admin_hash] = (admin_hash, admin)
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal for an ``Authorization`` header value; ``Unauthorized`` if none."""
@@ -78,9 +81,9 @@ class KeyRing:
             return self._anonymous
         key = _bearer(authorization)
         presented = hash_key(key) if key is not None else _DUMMY_HASH
-        principal = self._by_hash.get(presented)
-        stored = presented if principal is not None else _DUMMY_HASH
-        if principal is None or key is None or not hmac.compare_digest(stored, presented):
+        stored, principal = self._by_hash.get(presented, (_DUMMY_HASH, None))
+        matches = hmac.compare_digest(stored, presented)  # always run: same work either way
+        if principal is None or key is None or not matches:
             raise Unauthorized(
                 "Incorrect API key provided." if key is not None else
                 "Missing API key: send `Authorization: Bearer <key>`.",

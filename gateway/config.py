@@ -55,7 +55,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     drain_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0  # on SIGTERM
     max_tokens_limit: Annotated[int, msgspec.Meta(gt=0)] = 4096  # larger max_tokens get 400
     # Abuse limits (aiohttp's own defaults are generous: an hour of keep-alive).
-    header_timeout_s: Timeout = 10.0  # connect (or last response) -> full headers; then closed
+    header_timeout_s: Timeout = 20.0  # connect (or last response) -> full head; then closed
     body_timeout_s: Timeout = 30.0  # headers -> full body; then 408
     max_header_bytes: Annotated[int, msgspec.Meta(ge=256, le=65536)] = 8190  # a line or field
     max_headers: Annotated[int, msgspec.Meta(gt=0, le=1024)] = 64  # header fields per request
@@ -330,7 +330,8 @@ def _check_auth(doc: _Document, auth: AuthConfig, default_class: str,
             raise doc.error(path, "expected 'sha256:' and 64 lowercase hex digits (the key's "
                                   "hash, from `python -m gateway.auth hash KEY`), never the key")
         if key_hash in seen:
-            raise doc.error(path, f"duplicate key hash (first at line {doc.line_of(seen[key_hash])})")
+            first_line = doc.line_of(seen[key_hash])
+            raise doc.error(path, f"duplicate key hash (first at line {first_line})")
         seen[key_hash] = path
     for i, key in enumerate(auth.keys):
         allowed = key.classes if key.classes is not None else tuple(sorted(class_names))

@@ -43,7 +43,7 @@ from gateway.validate import Kind, ParsedRequest, parse_request
 from gateway.wire import DONE, Transcript, sse
 from scheduler.dispatcher import Dispatcher, Expired, Rejected
 from scheduler.placement import prefix_key
-from scheduler.quota import LocalQuotas, QuotaGrant, Quotas, QuotaRefusal
+from scheduler.quota import LocalQuotas, QuotaGrant, QuotaRefusal, Quotas
 from scheduler.ticket import Ticket
 
 logger = logging.getLogger(__name__)
