@@ -81,12 +81,19 @@ def json_response(payload: object, status: int = 200,
                         content_type="application/json")
 
 
+_CLOSE_AFTER = frozenset({408, 413})
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except APIError as exc:
-        return json_response(exc.to_body(), exc.status, exc.headers)
+        response = json_response(exc.to_body(), exc.status, exc.headers)
+        if exc.status in _CLOSE_AFTER:
+            # The rest of the body is still on the wire: don't wait for it.
+            response.force_close()
+        return response
     except web.HTTPMethodNotAllowed as exc:
         bad_method = MethodNotAllowed(f"Method {request.method} is not allowed for "
                                       f"{request.path[:200]!r}.")

@@ -8,7 +8,8 @@ becomes ``keepalive_timeout`` and bounds both a slowloris head and an idle keep-
 connection. Header sizes are the parser's ``max_line_size`` / ``max_field_size`` /
 ``max_headers`` (a larger head is answered 400/431 by aiohttp). The body is read here,
 under ``server.body_timeout_s`` (then 408) and ``server.max_body_bytes`` (then 413,
-checked against Content-Length before a byte is read).
+checked against Content-Length before a byte is read); after either answer the
+connection is closed, after at most ``_LINGER_S`` of draining.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from gateway.config import ServerConfig
 from gateway.errors import PayloadTooLarge, RequestTimeout
 
 _CHUNK = 1 << 16
+# After an early answer (413, 408) aiohttp reads and drops the rest of the body for
+# this long, so a client still sending sees the answer instead of a reset; its
+# default (10 s) would let a slow sender hold the connection that much longer.
+_LINGER_S = 2.0
 
 
 def runner_options(server: ServerConfig) -> dict[str, Any]:
@@ -31,6 +36,7 @@ def runner_options(server: ServerConfig) -> dict[str, Any]:
         "max_line_size": server.max_header_bytes,
         "max_field_size": server.max_header_bytes,
         "max_headers": server.max_headers,
+        "lingering_time": _LINGER_S,
     }
 
 
