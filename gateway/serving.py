@@ -37,6 +37,7 @@ from gateway.errors import (
 )
 from gateway.lifecycle import Lifecycle
 from gateway.limits import read_body
+from gateway.logsafe import one_line
 from gateway.metrics import GatewayMetrics
 from gateway.prompts import PromptEncoder
 from gateway.validate import Kind, ParsedRequest, parse_request
@@ -347,7 +348,7 @@ def _queue_budget(sla: SLAClass, header: str | None) -> float:
 
 
 def _engine_failure(engine: Engine, exc: EngineError) -> APIError:
-    logger.error("engine %s failed a request: %s", engine.name, exc)
+    logger.error("engine %s failed a request: %s", engine.name, one_line(exc))
     if isinstance(exc, EngineDeadError):
         return Unavailable(f"Engine {engine.name} is unavailable.", reason="engine_dead")
     return EngineFailed(f"Engine {engine.name} failed this request.")
