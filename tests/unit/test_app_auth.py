@@ -107,8 +107,9 @@ async def test_refused_completions_are_counted(gateway: tuple[TestServer, Path])
     server, _ = gateway
     for _ in range(3):
         assert (await call(server, "POST", "/v1/chat/completions", "sk-bad", json={}))[0] == 401
-    metrics = server.app[STATE].metrics
-    assert metrics.requests.labels("none", "unauthorized")._value.get() == 3
+    registry = server.app[STATE].metrics.registry
+    assert registry.get_sample_value("gateway_requests_total",
+                                     {"class": "none", "outcome": "unauthorized"}) == 3
 
 
 async def test_reload_applies_classes_and_keys_and_refuses_bad_files(
@@ -136,8 +137,9 @@ async def test_reload_applies_classes_and_keys_and_refuses_bad_files(
     assert "old config keeps serving" in message and f"{path}:4: classes[0].rank" in message
     _, sla, _ = await call(server, "GET", "/v1/sla", CLIENT)
     assert sla["config"]["generation"] == 2  # type: ignore[index]
-    assert state.metrics.config_reloads.labels("error")._value.get() == 1
-    assert state.metrics.config_reloads.labels("ok")._value.get() == 1
+    reloads = state.metrics.registry.get_sample_value
+    assert reloads("gateway_config_reloads_total", {"result": "error"}) == 1
+    assert reloads("gateway_config_reloads_total", {"result": "ok"}) == 1
 
     # Engine args need a restart: the rest applies, the response says what waits.
     path.write_text(config_text(500, max_num_seqs=99))
