@@ -120,7 +120,10 @@ _GENERATION_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate before a byte of the body is read; see the module docstring."""
-    path = request.path
+    # The matched route's pattern, not the raw path: no spelling of a URL reaches a
+    # route under other rules. Unrouted requests (404/405) need a client key.
+    resource = request.match_info.route.resource
+    path = resource.canonical if resource is not None else ""
     if path in _OPEN_PATHS:
         return await handler(request)
     state = request.app[STATE]

@@ -171,3 +171,16 @@ async def test_metrics_can_be_public(tmp_path: Path) -> None:
         assert (await call(server, "GET", "/v1/sla"))[0] == 401
     finally:
         await server.close()
+
+
+async def test_other_spellings_of_a_route_get_no_other_rules(
+        gateway: tuple[TestServer, Path]) -> None:
+    server, _ = gateway
+    for path in ("/admin/%72eload", "/admin//reload", "/admin/reload/"):
+        status, _, _ = await call(server, "POST", path, CLIENT)
+        assert status in (403, 404), path  # never 200
+    for path in ("/health/live/", "/metrics/"):
+        assert (await call(server, "GET", path))[0] == 401, path  # unrouted: a key first
+    status, _, _ = await call(server, "POST", "/admin/%72eload", CLIENT)
+    assert status == 403  # the same route, so the same rule
+    assert (await call(server, "GET", "/%68ealth/live"))[0] == 200
