@@ -93,15 +93,13 @@ class Scheduler:
     def submit(self, ticket: Ticket, now: float) -> Rejection | None:
         """Admit (enqueue) the ticket or say why not. Never blocks."""
         policy = self.classes.get(ticket.sla_class)
-        counters = self.counters.setdefault(ticket.sla_class, Counter())
-        counters["submitted"] += 1
-        queue = self.queues.setdefault(ticket.sla_class, ClassQueue(ticket.sla_class))
-        rejection: Rejection | None
         if policy is None or ticket.sla_class in self._retired:
-            # Its class was resolved just before a reload removed it.
-            rejection = Rejection("no_class", 1.0,
-                                  f"SLA class {ticket.sla_class!r} was removed by a reload.")
-        elif not policy.engines & self.healthy:
+            return self._refuse_removed(ticket)
+        counters = self.counters[ticket.sla_class]
+        counters["submitted"] += 1
+        queue = self.queues[ticket.sla_class]
+        rejection: Rejection | None
+        if not policy.engines & self.healthy:
             rejection = Rejection("no_engine", 5.0,
                                   f"No healthy engine serves {policy.name!r}.")
         else:
@@ -111,7 +109,6 @@ class Scheduler:
             counters[f"rejected:{rejection.reason}"] += 1
             ticket.state = TicketState.DONE
             return rejection
-        assert policy is not None
         counters["admitted"] += 1
         ticket.seq = next(self._seq)
         if not len(queue):
@@ -121,6 +118,15 @@ class Scheduler:
         queue.push(ticket)
         heapq.heappush(self._deadlines, (ticket.deadline, ticket.seq, ticket))
         return None
+
+    def _refuse_removed(self, ticket: Ticket) -> Rejection:
+        # Its class was resolved just before a reload removed it.
+        counters = self.counters.setdefault(ticket.sla_class, Counter())
+        counters["submitted"] += 1
+        counters["rejected:no_class"] += 1
+        ticket.state = TicketState.DONE
+        return Rejection("no_class", 1.0,
+                         f"SLA class {ticket.sla_class!r} was removed by a config reload.")
 
     def predicted_wait(self, policy: ClassPolicy, now: float) -> float | None:
         """Seconds a new ticket of this class would wait, or None if unknown."""
@@ -155,8 +161,10 @@ class Scheduler:
                                    self.inflight, {e: self.limit(e) for e in candidates})
             self._grant(ticket, policy, engine, now)
             grants.append(ticket)
+            # A retired class that just drained may have held the top rank (and so
+            # the reserved slots): the next pick must already see it gone.
+            self._prune_retired()
         self._note_binding()
-        self._prune_retired()
         return grants
 
     def _select(self, now: float, free: set[str]) -> tuple[Ticket, ClassPolicy] | None:
@@ -335,6 +343,8 @@ class Scheduler:
                 self._drain[engine] = RateMeter(settings.rate_window_s)
 
     def _prune_retired(self) -> None:
+        if not self._retired:
+            return
         drained = [n for n in self._retired if not len(self.queues[n])]
         for name in drained:
             self._retired.discard(name)

@@ -100,3 +100,14 @@ def test_unknown_engines_are_refused_and_nothing_changes() -> None:
     with pytest.raises(ValueError, match="unknown engines"):
         s.reconfigure([policy("interactive", engines=("b",))], settings())
     assert s.classes == before
+
+
+def test_a_drained_retired_class_frees_the_reserved_slots_in_the_same_dispatch() -> None:
+    # "old" (rank 0) is removed while a ticket waits in it; "low" (rank 1) is then the
+    # engine's most urgent class and may use the reserved slot as soon as "old" is gone.
+    s = scheduler([policy("old", rank=0), policy("low", rank=1)], {"a": 2}, reserved_slots=1)
+    waiting_old, waiting_low = ticket("old"), ticket("low")
+    assert s.submit(waiting_old, 0.0) is None and s.submit(waiting_low, 0.0) is None
+    s.reconfigure([policy("low", rank=1)], settings(reserved_slots=1))
+    assert s.dispatch(0.0) == [waiting_old, waiting_low]
+    reconciles(s)
