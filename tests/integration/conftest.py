@@ -78,7 +78,7 @@ def start_gateway(tmp: Path, config: Path | None = None) -> GatewayProcess:
         try:
             if requests.get(f"{gw.url}/health/ready", timeout=2).status_code == 200:
                 return gw
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a busy loop while starting
             pass
         time.sleep(0.5)
     gw.terminate()
