@@ -154,8 +154,11 @@ class SchedulerMachine(RuleBasedStateMachine):
     def dispatch(self) -> None:
         running = dict(self.s.inflight)
         healthy = set(self.s.healthy)
-        # As dispatch saw them: a removed class leaves once its last ticket is granted.
+        # As dispatch saw them: a class removed by a reconfigure (retired) leaves as
+        # soon as its last queued ticket is granted, and the next grant sees it gone.
         classes = dict(self.s.classes)
+        retired_left = Counter(t.sla_class for t in self.in_bucket("queued")
+                               if t.sla_class not in self.classes)
         grants = self.s.dispatch(self.now)
         for t in grants:
             assert self.where[t.id] == "queued", "granted a ticket that was not queued"
@@ -167,6 +170,10 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert running[t.engine] < self.usable_limit(t.engine, t.sla_class, classes), \
                 f"engine {t.engine} granted past its limit"
             running[t.engine] += 1
+            if t.sla_class in retired_left:
+                retired_left[t.sla_class] -= 1
+                if not retired_left[t.sla_class]:
+                    del classes[t.sla_class]
             self.ever_granted.add(t.id)
             self.move(t, "granted")
         assert running == self.s.inflight
