@@ -1,4 +1,4 @@
-"""The aiohttp application: routes, the error middleware, and app state.
+"""The aiohttp application: routes, the error and auth middlewares, and app state.
 
 Engines start in a background task owned by the app's cleanup context, so the
 server listens at once: ``/health/live`` answers 200 while ``/health/ready``
@@ -6,6 +6,15 @@ answers 503 until every engine is started and warmed. Once serving, an
 ``EngineSupervisor`` (owned by the same context) restarts engines that die;
 ``/health/ready`` stays 200 but says ``"degraded"`` while some engine is out of
 service, and turns 503 when none serves.
+
+Who may call what (``auth`` in the config; with no key configured, everything is
+open and the gateway listens on loopback only):
+
+- ``/health/live``, ``/health/ready``: open (probes; they show engine health only);
+- ``/metrics``: an admin key, or open with ``auth.metrics_public: true``;
+- ``/admin/*`` (``POST /admin/reload``): an admin key;
+- everything else (``/v1/*``): a client key (an admin key may read ``/v1/models``
+  and ``/v1/sla``, but runs no completions: it allows no class).
 """
 
 from __future__ import annotations
@@ -23,12 +32,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engines.pool import EnginePool
 from engines.supervisor import EngineFactory, EngineSupervisor, RestartPolicy
-from gateway.config import GatewayConfig, ServerConfig
+from gateway import reload
+from gateway.auth import PRINCIPAL, KeyRing
+from gateway.config import ConfigError, GatewayConfig, ServerConfig
 from gateway.engine_health_metrics import EngineHealthCollector
-from gateway.errors import APIError, MethodNotAllowed, NotFound, Unavailable
+from gateway.errors import (
+    APIError,
+    Forbidden,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
 from gateway.lifecycle import Lifecycle
+from gateway.logsafe import one_line
 from gateway.metrics import GatewayMetrics
-from gateway.scheduling import build_scheduler, sla_view
+from gateway.scheduling import build_scheduler, class_policies, scheduler_settings, sla_view
 from gateway.serving import CompletionService
 from gateway.startup import StartupReport, build_pool, engine_factory, rewarmer, start_and_warm
 from gateway.telemetry import telemetry_context
@@ -41,7 +61,7 @@ logger = logging.getLogger(__name__)
 class GatewayState:
     """Everything the routes share; one per app."""
 
-    config: GatewayConfig
+    live: reload.LiveConfig  # swapped whole by a config reload
     pool: EnginePool
     dispatcher: Dispatcher
     factory: EngineFactory | None = None  # None: dead engines are not restarted
@@ -55,6 +75,10 @@ class GatewayState:
     supervision: asyncio.Task[None] | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
+    @property
+    def config(self) -> GatewayConfig:
+        return self.live.config
+
 
 STATE = web.AppKey("state", GatewayState)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -66,12 +90,19 @@ def json_response(payload: object, status: int = 200,
                         content_type="application/json")
 
 
+_CLOSE_AFTER = frozenset({408, 413})
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except APIError as exc:
-        return json_response(exc.to_body(), exc.status, exc.headers)
+        response = json_response(exc.to_body(), exc.status, exc.headers)
+        if exc.status in _CLOSE_AFTER:
+            # The rest of the body is still on the wire: don't wait for it.
+            response.force_close()
+        return response
     except web.HTTPMethodNotAllowed as exc:
         bad_method = MethodNotAllowed(f"Method {request.method} is not allowed for "
                                       f"{request.path[:200]!r}.")
@@ -94,22 +125,65 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except Exception:
         # A bug of ours, never the client's fault: log it, answer OpenAI-shaped.
-        logger.exception("unhandled error on %s %s", request.method, request.path)
+        logger.exception("unhandled error on %s %s", one_line(request.method),
+                         one_line(request.path))
         internal = APIError("Internal error.")
         return json_response(internal.to_body(), internal.status)
 
 
-def build_app(config: GatewayConfig, pool: EnginePool | None = None,
+_OPEN_PATHS = frozenset({"/health/live", "/health/ready"})
+_ADMIN_READABLE = frozenset({"/v1/models", "/v1/sla"})
+_GENERATION_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authenticate before a byte of the body is read; see the module docstring."""
+    # The matched route's pattern, not the raw path: no spelling of a URL reaches a
+    # route under other rules. Unrouted requests (404/405) need a client key.
+    resource = request.match_info.route.resource
+    path = resource.canonical if resource is not None else ""
+    if path in _OPEN_PATHS:
+        return await handler(request)
+    state = request.app[STATE]
+    keyring = state.live.keyring
+    if path == "/metrics" and keyring.metrics_public:
+        return await handler(request)
+    try:
+        principal = keyring.authenticate(request.headers.get("Authorization"))
+        admin_route = path == "/metrics" or path.startswith("/admin/")
+        if admin_route and not principal.admin:
+            raise Forbidden("This route needs an admin key.", code="admin_key_required")
+        if (principal.admin and not keyring.open and not admin_route
+                and path not in _ADMIN_READABLE):
+            raise Forbidden("An admin key cannot call this route; use a client key.",
+                            code="client_key_required")
+    except (Unauthorized, Forbidden) as exc:
+        if path in _GENERATION_PATHS:  # refused completions are counted like any other
+            state.metrics.received.inc()
+            state.metrics.refused.labels("none", exc.outcome).inc()
+            state.metrics.requests.labels("none", exc.outcome).inc()
+        raise
+    request[PRINCIPAL] = principal
+    return await handler(request)
+
+
+def build_app(config: GatewayConfig | reload.LiveConfig, pool: EnginePool | None = None,
               factory: EngineFactory | None = None) -> web.Application:
-    """The gateway on ``config``'s vLLM engines, or on an injected ``pool``
-    (whose dead engines are restarted only if a ``factory`` is given too)."""
-    app = web.Application(middlewares=[error_middleware],
+    """The app for ``config`` (a ``LiveConfig`` from ``reload.initial`` to enable reloads),
+    on its vLLM engines or on an injected ``pool`` (whose dead engines are restarted only
+    if a ``factory`` is given too)."""
+    live = config if isinstance(config, reload.LiveConfig) else reload.LiveConfig(
+        config, KeyRing(config), 1, reload.EMBEDDED, None)
+    config = live.config
+    app = web.Application(middlewares=[error_middleware, auth_middleware],
                           client_max_size=config.server.max_body_bytes)
     scheduler = build_scheduler(config)
     if pool is None:
         pool, factory = build_pool(config), factory or engine_factory(config)
-    state = GatewayState(config=config, pool=pool, factory=factory,
+    state = GatewayState(live=live, pool=pool, factory=factory,
                          dispatcher=Dispatcher(scheduler, clock=time.monotonic))
+    state.metrics.config_loaded(live.generation, live.digest)
     app[STATE] = state
     app.cleanup_ctx.append(telemetry_context(state.metrics))
     app.cleanup_ctx.append(_engines_ctx)
@@ -120,7 +194,51 @@ def build_app(config: GatewayConfig, pool: EnginePool | None = None,
     app.router.add_get("/health/live", _live)
     app.router.add_get("/health/ready", _ready)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_post("/admin/reload", _reload)
     return app
+
+
+def reload_config(state: GatewayState) -> reload.Reload:
+    """Re-read the config file and swap it in; ``ConfigError`` (old config kept) if refused.
+
+    Everything new is built first (config, keys, class policies, settings); the swap
+    itself has no await, so no request sees half of it.
+    """
+    try:
+        prepared = reload.prepare(state.live)
+        config = prepared.live.config
+        policies, settings = class_policies(config), scheduler_settings(config)
+    except ConfigError:
+        state.metrics.config_reloads.labels("error").inc()
+        raise
+    state.dispatcher.reconfigure(policies, settings)
+    state.live = prepared.live
+    if state.service is not None:
+        state.service.config = config
+    state.metrics.config_reloads.labels("ok").inc()
+    state.metrics.config_loaded(prepared.live.generation, prepared.live.digest)
+    if prepared.restart_required:
+        logger.warning("config reloaded (generation %d); changed but kept until a restart: %s",
+                       prepared.live.generation, ", ".join(prepared.restart_required))
+    else:
+        logger.info("config reloaded (generation %d)", prepared.live.generation)
+    return prepared
+
+
+async def _reload(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        prepared = reload_config(state)
+    except ConfigError as exc:
+        logger.error("config reload refused: %s", one_line(exc, limit=2000))
+        raise InvalidRequest(f"Config reload refused; the old config keeps serving: {exc}",
+                             code="config_invalid") from None
+    return json_response({"status": "reloaded", **_config_view(prepared.live),
+                          "restart_required": list(prepared.restart_required)})
+
+
+def _config_view(live: reload.LiveConfig) -> dict[str, object]:
+    return {"generation": live.generation, "sha256": live.digest}
 
 
 async def _engines_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -194,8 +312,9 @@ async def _models(request: web.Request) -> web.Response:
 
 async def _sla(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return json_response(sla_view(state.dispatcher.scheduler.snapshot(),
-                                  state.config.default_class))
+    return json_response({**sla_view(state.dispatcher.scheduler.snapshot(),
+                                     state.config.default_class),
+                          "config": _config_view(state.live)})
 
 
 def restart_policy(server: ServerConfig) -> RestartPolicy:

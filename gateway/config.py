@@ -27,6 +27,7 @@ import msgspec
 import yaml
 
 from engines.demo_model import DEMO_MODEL_DTYPE, DEMO_MODEL_NAME
+from gateway.schema import LOGPROBS_CEILING, N_CEILING, STOP_CEILING, RequestLimits
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,10 @@ DEMO_MODEL = "demo"  # the ``model`` value that means the embedded demo model
 Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_-]+$", max_length=64)]
 Millis = Annotated[float, msgspec.Meta(gt=0, le=86_400_000)]  # bounded: at most a day
 Count = Annotated[int, msgspec.Meta(ge=0)]
+Timeout = Annotated[float, msgspec.Meta(gt=0, le=3600)]
+PerMinute = Annotated[int, msgspec.Meta(gt=0)]
+KEY_HASH_PREFIX = "sha256:"
+_KEY_HASH = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class ConfigError(Exception):
@@ -54,6 +59,19 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     stalls_before_restart: Annotated[int, msgspec.Meta(ge=0)] = 3  # in a row; 0: never restart
     engine_restart_backoff_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 1.0  # doubles
     engine_restart_backoff_max_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 60.0  # cap
+    # Abuse limits (aiohttp's own defaults are generous: an hour of keep-alive).
+    header_timeout_s: Timeout = 20.0  # connect (or last response) -> full head; then closed
+    body_timeout_s: Timeout = 30.0  # headers -> full body; then 408
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=256, le=65536)] = 8190  # a line or field
+    max_headers: Annotated[int, msgspec.Meta(gt=0, le=1024)] = 64  # header fields per request
+    max_n: Annotated[int, msgspec.Meta(ge=1, le=N_CEILING)] = 16  # choices per request
+    max_stop: Annotated[int, msgspec.Meta(ge=0, le=STOP_CEILING)] = 4  # stop strings per request
+    max_logprobs: Annotated[int, msgspec.Meta(ge=0, le=LOGPROBS_CEILING)] = 20  # top logprobs
+
+    @property
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(max_n=self.max_n, max_stop=self.max_stop,
+                             max_logprobs=self.max_logprobs)
 
 
 class SLAClass(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -150,6 +168,40 @@ def _default_classes() -> tuple[SLAClass, ...]:
     # fmt: on
 
 
+class APIKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One client key: whose it is, which classes it may use, and its tenant's limits.
+
+    Limits are per tenant: keys that share a tenant share one budget and must agree
+    on it. ``None`` means unlimited.
+    """
+
+    hash: str  # "sha256:<64 hex>" of the key: `python -m gateway.auth hash`
+    tenant: Name  # fairness, quotas and the Ticket's tenant
+    classes: tuple[Name, ...] | None = None  # allowed classes; None: all
+    default_class: Name | None = None  # None: the config's default_class
+    requests_per_min: PerMinute | None = None
+    tokens_per_min: PerMinute | None = None  # prompt + max_tokens, charged at admission
+    max_concurrent: PerMinute | None = None  # requests admitted and not yet finished
+
+    @property
+    def limits(self) -> tuple[int | None, int | None, int | None]:
+        return (self.requests_per_min, self.tokens_per_min, self.max_concurrent)
+
+
+class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """API keys. With no keys and no admin keys the gateway runs in local development
+    mode: everything is open, and it refuses to listen on anything but loopback."""
+
+    keys: tuple[APIKey, ...] = ()
+    admin_keys: tuple[str, ...] = ()  # hashes of keys for /admin/* (and /metrics)
+    metrics_public: bool = False  # true: /metrics needs no key (a private scrape network)
+
+    @property
+    def open(self) -> bool:
+        """Local development mode: no key of any kind is configured."""
+        return not self.keys and not self.admin_keys
+
+
 class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole config file, validated; built by ``load_config`` or ``parse_config``."""
 
@@ -158,6 +210,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     classes: Annotated[tuple[SLAClass, ...], msgspec.Meta(min_length=1)] = _default_classes()
     engines: Annotated[tuple[EngineSpec, ...], msgspec.Meta(min_length=1)]
     scheduler: SchedulerConfig = SchedulerConfig()
+    auth: AuthConfig = AuthConfig()
 
     def class_named(self, name: str) -> SLAClass:
         """The class called ``name``; ``KeyError`` if there is none."""
@@ -266,7 +319,46 @@ def _checked(
             raise doc.error(
                 ("classes", i, "name"), f"class {sla_class.name!r} is served by no engine{hint}"
             )
+    _check_auth(doc, config.auth, config.default_class, class_names)
     return msgspec.structs.replace(config, engines=tuple(engines))
+
+
+def _check_auth(doc: _Document, auth: AuthConfig, default_class: str,
+                class_names: set[str]) -> None:
+    seen: dict[str, KeyPath] = {}
+    tenants: dict[str, int] = {}
+    hashes: list[tuple[KeyPath, str]] = [(("auth", "keys", i, "hash"), k.hash)
+                                         for i, k in enumerate(auth.keys)]
+    hashes += [(("auth", "admin_keys", i), h) for i, h in enumerate(auth.admin_keys)]
+    for path, key_hash in hashes:
+        if not _KEY_HASH.fullmatch(key_hash):
+            raise doc.error(path, "expected 'sha256:' and 64 lowercase hex digits (the key's "
+                                  "hash, from `python -m gateway.auth hash KEY`), never the key")
+        if key_hash in seen:
+            first_line = doc.line_of(seen[key_hash])
+            raise doc.error(path, f"duplicate key hash (first at line {first_line})")
+        seen[key_hash] = path
+    for i, key in enumerate(auth.keys):
+        allowed = key.classes if key.classes is not None else tuple(sorted(class_names))
+        for j, name in enumerate(key.classes or ()):
+            if name not in class_names:
+                raise doc.error(("auth", "keys", i, "classes", j),
+                                f"unknown class {name!r}{_hint(name, class_names)}")
+        if key.classes is not None and not key.classes:
+            raise doc.error(("auth", "keys", i, "classes"), "a key must allow at least one class")
+        default = key.default_class or default_class
+        if default not in allowed:
+            given = key.default_class is not None
+            raise doc.error(("auth", "keys", i, "default_class"),
+                            f"{default!r}{'' if given else ' (the config default_class)'} is "
+                            f"not among the key's classes {list(allowed)}",
+                            near=None if given else ("auth", "keys", i))
+        first = tenants.setdefault(key.tenant, i)
+        if auth.keys[first].limits != key.limits:
+            raise doc.error(("auth", "keys", i, "tenant"),
+                            f"tenant {key.tenant!r} has other limits at auth.keys[{first}] "
+                            f"(line {doc.line_of(('auth', 'keys', first))}): keys of one tenant "
+                            "share its budget and must agree on it")
 
 
 def _unique(doc: _Document, section: str, names: list[str], what: str) -> set[str]:

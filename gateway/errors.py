@@ -13,6 +13,7 @@ counters can never disagree::
     ├── Forbidden             403  permission_error
     ├── NotFound              404  not_found_error (unknown model / route)
     ├── MethodNotAllowed      405
+    ├── RequestTimeout        408  (the body did not arrive within server.body_timeout_s)
     ├── PayloadTooLarge       413
     ├── UnsupportedMediaType  415  (a Content-Type that is not JSON)
     ├── Overloaded            429  (shed at admission; Retry-After, X-Reject-Reason)
@@ -101,6 +102,12 @@ class NotFound(APIError):
 
 class MethodNotAllowed(APIError):
     status = 405
+    error_type = "invalid_request_error"
+    outcome = "invalid"
+
+
+class RequestTimeout(APIError):
+    status = 408
     error_type = "invalid_request_error"
     outcome = "invalid"
 

@@ -75,6 +75,18 @@ class GatewayMetrics:
                                   "How late the event loop woke a sleeping task",
                                   buckets=LOOP_LAG_BUCKETS, registry=r)
         register_process_metrics(r)
+        self.config_reloads = Counter("gateway_config_reloads", "Config reloads by result",
+                                      ["result"], registry=r)
+        for result in ("ok", "error"):
+            self.config_reloads.labels(result)  # both series exist from the start
+        self.config_info = Gauge("gateway_config_info",
+                                 "1 for the config being served: its reload generation and "
+                                 "the sha256 of its file", ["generation", "sha256"], registry=r)
+
+    def config_loaded(self, generation: int, digest: str) -> None:
+        """Point ``gateway_config_info`` at the config now served."""
+        self.config_info.clear()
+        self.config_info.labels(str(generation), digest).set(1)
 
     def watch_engines(self, source: Callable[[], Iterable[EngineStats]]) -> None:
         self.registry.register(_EngineCollector(source))

@@ -25,11 +25,11 @@ from dataclasses import dataclass, replace
 
 import orjson
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 
 from engines.pool import EnginePool
 from engines.protocol import Engine, EngineDeadError, EngineError, GenerationRequest
 from engines.supervisor import EngineSupervisor
+from gateway.auth import PRINCIPAL, Principal
 from gateway.classes import resolve_class
 from gateway.config import GatewayConfig, SLAClass
 from gateway.errors import (
@@ -41,11 +41,12 @@ from gateway.errors import (
     InvalidRequest,
     NotFound,
     Overloaded,
-    PayloadTooLarge,
     QueueTimeout,
     Unavailable,
 )
 from gateway.lifecycle import Lifecycle
+from gateway.limits import read_body
+from gateway.logsafe import one_line
 from gateway.metrics import GatewayMetrics
 from gateway.prompts import PromptEncoder
 from gateway.validate import (
@@ -59,6 +60,7 @@ from gateway.watchdog import Overrun, Watchdog
 from gateway.wire import DONE, Transcript, sse
 from scheduler.dispatcher import Dispatcher, Expired, Rejected
 from scheduler.placement import prefix_key
+from scheduler.quota import LocalQuotas, QuotaGrant, QuotaRefusal, Quotas
 from scheduler.ticket import Ticket
 
 logger = logging.getLogger(__name__)
@@ -97,7 +99,9 @@ class CompletionService:
         metrics: GatewayMetrics,
         dispatcher: Dispatcher,
         supervisor: EngineSupervisor | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
+        # Swapped whole by a config reload; a request reads it once, at its start.
         self.config = config
         self.pool = pool
         self.models = dict(models)
@@ -110,6 +114,7 @@ class CompletionService:
         self._write_s = server.write_timeout_s
         # The watchdog looks every quarter of the shorter limit (at most 1 s late).
         self._watch_period_s = max(0.005, min(1.0, min(self._stall_s, self._write_s) / 4))
+        self.quotas = quotas if quotas is not None else LocalQuotas()
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "completion")
@@ -119,35 +124,41 @@ class CompletionService:
 
     async def _serve(self, request: web.Request, kind: Kind) -> web.StreamResponse:
         arrival = time.monotonic()
+        config = self.config
+        principal = request[PRINCIPAL]
         label = "none"
         outcome = "error"
         self.metrics.received.inc()
         ticket: Ticket | None = None
         shed = False
+        quota: QuotaGrant | None = None
+        transcript: Transcript | None = None
         try:
             self.lifecycle.check_accepting()
             check_content_type(request.headers.get("Content-Type"))
-            body = await _read_body(request, self.config.server.max_body_bytes)
-            parsed = parse_request(kind, body)
+            body = await read_body(request, config.server.max_body_bytes,
+                                   config.server.body_timeout_s)
+            parsed = parse_request(kind, body, config.server.request_limits)
             model = self.models.get(parsed.model)
             if model is None:
                 raise NotFound(f"The model {parsed.model[:128]!r} does not exist. Served: "
                                f"{', '.join(sorted(self.models))}.", param="model",
                                code="model_not_found")
-            sla = resolve_class(self.config.classes, self.config.default_class,
-                                parsed.service_tier, request.headers.get("X-SLA-Class"))
+            sla = resolve_class(config.classes, principal.default_class, parsed.service_tier,
+                                request.headers.get("X-SLA-Class"), principal.classes)
             label = sla.name
             deadline = arrival + _queue_budget(
                 sla, parse_deadline_ms(request.headers.getall("X-Request-Deadline-Ms", [])))
             generation = await self._prepare(parsed, model, sla)
+            quota = self._try_quota(principal, sla, generation)
             with self.lifecycle.track():
                 ticket = Ticket(
-                    id=generation.request_id, sla_class=sla.name, tenant="anonymous",
+                    id=generation.request_id, sla_class=sla.name, tenant=principal.tenant,
                     prompt_tokens=len(generation.prompt_token_ids),
                     max_tokens=generation.sampling.max_tokens * generation.sampling.n,
                     arrival=arrival, deadline=deadline,
                     prefix_key=prefix_key(generation.prompt_token_ids,
-                                          self.config.scheduler.prefix_tokens),
+                                          config.scheduler.prefix_tokens),
                 )
                 engine = await self._acquire(ticket, sla)
                 release = "failed"
@@ -193,10 +204,27 @@ class CompletionService:
             outcome = "client_gone"
             raise
         finally:
+            if quota is not None:
+                used = 0 if transcript is None else (transcript.prompt_tokens
+                                                     + transcript.completion_tokens)
+                self.quotas.release(quota, time.monotonic(), used)
             self.metrics.requests.labels(label, outcome).inc()
             if ticket is None or shed:
                 # Answered without ever entering a queue.
                 self.metrics.refused.labels(label, outcome).inc()
+
+    def _try_quota(self, principal: Principal, sla: SLAClass,
+                   generation: GenerationRequest) -> QuotaGrant:
+        """Charge the tenant one request and prompt + max_tokens tokens, or 429."""
+        sampling = generation.sampling
+        tokens = len(generation.prompt_token_ids) + sampling.max_tokens * sampling.n
+        result = self.quotas.try_acquire(principal.tenant, principal.limits, tokens,
+                                         time.monotonic())
+        if isinstance(result, QuotaRefusal):
+            self.metrics.rejections.labels(sla.name, result.reason).inc()
+            raise Overloaded(result.message, reason=result.reason,
+                             retry_after_s=result.retry_after_s)
+        return result
 
     async def _acquire(self, ticket: Ticket, sla: SLAClass) -> Engine:
         """Wait in the SLA queue for a grant; the engine it was placed on."""
@@ -341,7 +369,7 @@ class CompletionService:
         return response, "ok"
 
     def _engine_failure(self, engine: Engine, exc: EngineError) -> APIError:
-        logger.error("engine %s failed a request: %s", engine.name, exc)
+        logger.error("engine %s failed a request: %s", engine.name, one_line(exc))
         if isinstance(exc, EngineDeadError):
             if self.supervisor is not None:
                 # The first request to see it tells the scheduler at once,
@@ -439,18 +467,6 @@ def _cut(request: web.Request) -> None:
     """Drop the connection at once, discarding what is buffered for it."""
     if request.transport is not None:
         request.transport.abort()
-
-
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    # The app's client_max_size is the same limit; this gives the OpenAI body.
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"Request body is larger than {limit} bytes.") from None
-    except RequestPayloadError as exc:
-        # e.g. a Content-Encoding the body does not match, or a broken chunk.
-        detail = " ".join(str(exc).split())[:160]
-        raise InvalidRequest(f"Request body could not be read: {detail}") from None
 
 
 async def _maybe_in_thread(fn, arg, size: int | None = None):  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ import msgspec
 
 from engines.protocol import SamplingSpec
 from gateway.errors import InvalidRequest, UnsupportedMediaType
-from gateway.schema import ChatBody, CompletionBody, Message
+from gateway.schema import ChatBody, CompletionBody, Message, RequestLimits
 
 Kind = Literal["completion", "chat"]
 
@@ -44,7 +44,8 @@ class ParsedRequest:
     service_tier: str | None
 
 
-def parse_request(kind: Kind, body: bytes) -> ParsedRequest:
+def parse_request(kind: Kind, body: bytes,
+                  limits: RequestLimits = RequestLimits()) -> ParsedRequest:  # noqa: B008
     """Decode and validate one request body of the given route kind."""
     if not body.strip():
         raise InvalidRequest("Request body is empty; expected a JSON object.")
@@ -58,9 +59,23 @@ def parse_request(kind: Kind, body: bytes) -> ParsedRequest:
             f"Request body is not valid JSON in UTF-8 (lone surrogates and NaN are not "
             f"allowed): {exc}"
         ) from None
-    if isinstance(decoded, ChatBody):
-        return _parse_chat(decoded)
-    return _parse_completion(decoded)
+    parsed = _parse_chat(decoded) if isinstance(decoded, ChatBody) else _parse_completion(decoded)
+    _check_limits(parsed, limits)
+    return parsed
+
+
+def _check_limits(parsed: ParsedRequest, limits: RequestLimits) -> None:
+    s = parsed.sampling
+    if s.n > limits.max_n:
+        raise InvalidRequest(f"`n` is {s.n}; this gateway allows at most {limits.max_n}.",
+                             param="n")
+    if len(s.stop) > limits.max_stop:
+        raise InvalidRequest(f"`stop` has {len(s.stop)} strings; this gateway allows at most "
+                             f"{limits.max_stop}.", param="stop")
+    if s.logprobs is not None and s.logprobs > limits.max_logprobs:
+        param = "top_logprobs" if parsed.kind == "chat" else "logprobs"
+        raise InvalidRequest(f"`{param}` is {s.logprobs}; this gateway allows at most "
+                             f"{limits.max_logprobs}.", param=param)
 
 
 def check_content_type(value: str | None) -> None:

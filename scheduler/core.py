@@ -11,6 +11,9 @@ Dispatch order when an engine has a free slot:
    promotion age (starvation promotion: that ticket goes next for its class).
 4. Inside a class: tenant fairness by tokens, then earliest deadline.
 Placement: prefix affinity, then the least loaded eligible engine.
+
+``reconfigure`` takes new class policies and settings (a config reload) without
+losing a queued or granted ticket or an engine's current concurrency limit.
 """
 
 from __future__ import annotations
@@ -61,23 +64,19 @@ class Scheduler:
     def __init__(self, classes: Sequence[ClassPolicy], engine_max: Mapping[str, int],
                  settings: SchedulerSettings) -> None:
         self.settings = settings
+        _check_engines(classes, engine_max)
         self.classes = {c.name: c for c in classes}
-        for c in classes:
-            unknown = c.engines - set(engine_max)
-            if unknown:
-                raise ValueError(f"class {c.name} names unknown engines {sorted(unknown)}")
+        # Classes a reload removed while they still had queued tickets: those are
+        # served under the old policy, new ones refused, until the queue is empty.
+        self._retired: set[str] = set()
         self.queues = {c.name: ClassQueue(c.name) for c in classes}
         self.controllers = {
-            engine: ConcurrencyController(
-                settings.controller, limit,
-                min((c.ttft_target_s for c in classes if engine in c.engines), default=1.0),
-                {c.name: c.ttft_target_s for c in classes if engine in c.engines})
+            engine: _controller(settings, classes, engine, limit)
             for engine, limit in engine_max.items()
         }
         self.inflight = dict.fromkeys(engine_max, 0)
         # The most urgent rank each engine serves: only it may use reserved slots.
-        self._top_rank = {e: min((c.rank for c in classes if e in c.engines), default=0)
-                          for e in engine_max}
+        self._top_rank = _top_ranks(classes, engine_max)
         self.healthy = set(engine_max)
         self.affinity = Affinity(settings.affinity_entries)
         self.counters = {c.name: Counter[str]() for c in classes}
@@ -93,7 +92,9 @@ class Scheduler:
 
     def submit(self, ticket: Ticket, now: float) -> Rejection | None:
         """Admit (enqueue) the ticket or say why not. Never blocks."""
-        policy = self.classes[ticket.sla_class]
+        policy = self.classes.get(ticket.sla_class)
+        if policy is None or ticket.sla_class in self._retired:
+            return self._refuse_removed(ticket)
         counters = self.counters[ticket.sla_class]
         counters["submitted"] += 1
         queue = self.queues[ticket.sla_class]
@@ -117,6 +118,15 @@ class Scheduler:
         queue.push(ticket)
         heapq.heappush(self._deadlines, (ticket.deadline, ticket.seq, ticket))
         return None
+
+    def _refuse_removed(self, ticket: Ticket) -> Rejection:
+        # Its class was resolved just before a reload removed it.
+        counters = self.counters.setdefault(ticket.sla_class, Counter())
+        counters["submitted"] += 1
+        counters["rejected:no_class"] += 1
+        ticket.state = TicketState.DONE
+        return Rejection("no_class", 1.0,
+                         f"SLA class {ticket.sla_class!r} was removed by a config reload.")
 
     def predicted_wait(self, policy: ClassPolicy, now: float) -> float | None:
         """Seconds a new ticket of this class would wait, or None if unknown."""
@@ -151,6 +161,9 @@ class Scheduler:
                                    self.inflight, {e: self.limit(e) for e in candidates})
             self._grant(ticket, policy, engine, now)
             grants.append(ticket)
+            # A retired class that just drained may have held the top rank (and so
+            # the reserved slots): the next pick must already see it gone.
+            self._prune_retired()
         self._note_binding()
         return grants
 
@@ -233,7 +246,8 @@ class Scheduler:
         ticket.first_token_at = now
         assert ticket.engine is not None
         self.controllers[ticket.engine].observe(now - ticket.granted_at, now, ticket.sla_class)
-        self._ttft[ticket.sla_class].append(now - ticket.arrival)
+        if ticket.sla_class in self._ttft:  # else its class is gone since a reload
+            self._ttft[ticket.sla_class].append(now - ticket.arrival)
 
     def release(self, ticket: Ticket, now: float, outcome: str = "finished") -> None:
         """A granted ticket is done (finished, failed or aborted): free its slot."""
@@ -256,6 +270,7 @@ class Scheduler:
         self.queues[ticket.sla_class].remove(ticket)
         ticket.state = TicketState.DONE
         self.counters[ticket.sla_class]["cancelled"] += 1
+        self._prune_retired()
         return True
 
     def expire(self, now: float) -> list[Ticket]:
@@ -268,6 +283,7 @@ class Scheduler:
                 ticket.state = TicketState.DONE
                 self.counters[ticket.sla_class]["expired"] += 1
                 expired.append(ticket)
+        self._prune_retired()
         return expired
 
     def next_deadline(self) -> float | None:
@@ -285,6 +301,58 @@ class Scheduler:
     def set_healthy(self, engines: Iterable[str]) -> None:
         self.healthy = set(engines) & set(self.inflight)
 
+    # -- reconfiguration ------------------------------------------------------------
+
+    def reconfigure(self, classes: Sequence[ClassPolicy], settings: SchedulerSettings) -> None:
+        """Take new class policies and settings; keep every ticket and each engine's limit.
+
+        Engines are fixed (changing them needs a restart): a policy naming an unknown
+        engine is a ``ValueError`` and nothing changes. Queued tickets keep their place
+        (a changed class serves them under its new policy; their deadlines stay as they
+        were set at arrival). A class that is gone but still has queued tickets is
+        retired: new tickets of it are refused (``no_class``), its queued ones are
+        dispatched under its last policy until none is left. Each controller takes the
+        new settings and targets, starting from the engine's current limit (clamped to the
+        new bounds; a disabled controller takes its fixed initial limit) with an empty
+        sample window.
+        """
+        _check_engines(classes, self.inflight)
+        new = {c.name: c for c in classes}
+        retired = {name: policy for name, policy in self.classes.items()
+                   if name not in new and len(self.queues[name])}
+        self.classes = new | retired
+        self._retired = set(retired)
+        self.settings = settings
+        for name in self.classes:
+            self.queues.setdefault(name, ClassQueue(name))
+            self.counters.setdefault(name, Counter())
+            self._ttft.setdefault(name, deque(maxlen=_RECENT_TTFT))
+            self._pass.setdefault(name, self._vtime)
+        for name in set(self._pass) - set(self.classes):
+            del self._pass[name]
+        policies = list(self.classes.values())
+        for engine, old in self.controllers.items():
+            controller = _controller(settings, policies, engine, old.max_limit)
+            if settings.controller.enabled:
+                # What the old controller learned about this engine stays.
+                controller.limit = max(controller.min_limit, min(old.max_limit, old.limit))
+            self.controllers[engine] = controller
+        self._top_rank = _top_ranks(policies, self.inflight)
+        for engine, meter in self._drain.items():
+            if meter.window_s != settings.rate_window_s:
+                self._drain[engine] = RateMeter(settings.rate_window_s)
+
+    def _prune_retired(self) -> None:
+        if not self._retired:
+            return
+        drained = [n for n in self._retired if not len(self.queues[n])]
+        for name in drained:
+            self._retired.discard(name)
+            del self.classes[name]
+            del self._pass[name]
+        if drained:
+            self._top_rank = _top_ranks(list(self.classes.values()), self.inflight)
+
     # -- state ----------------------------------------------------------------------
 
     def queued(self) -> int:
@@ -293,6 +361,8 @@ class Scheduler:
     def snapshot(self) -> SchedulerSnapshot:
         classes = []
         for name, policy in self.classes.items():
+            if name in self._retired:
+                continue  # draining its last tickets; gone from the config
             samples = self._ttft[name]
             p99 = float(np.quantile(np.fromiter(samples, float), 0.99)) if samples else None
             queue = self.queues[name]
@@ -301,3 +371,24 @@ class Scheduler:
         engines = tuple(EngineSnapshot(e, e in self.healthy, self.inflight[e],
                                        self.controllers[e].state()) for e in self.inflight)
         return SchedulerSnapshot(tuple(classes), engines)
+
+
+def _check_engines(classes: Iterable[ClassPolicy], engines: Iterable[str]) -> None:
+    known = set(engines)
+    for c in classes:
+        unknown = c.engines - known
+        if unknown:
+            raise ValueError(f"class {c.name} names unknown engines {sorted(unknown)}")
+
+
+def _controller(settings: SchedulerSettings, classes: Sequence[ClassPolicy], engine: str,
+                max_limit: int) -> ConcurrencyController:
+    served = [c for c in classes if engine in c.engines]
+    return ConcurrencyController(settings.controller, max_limit,
+                                 min((c.ttft_target_s for c in served), default=1.0),
+                                 {c.name: c.ttft_target_s for c in served})
+
+
+def _top_ranks(classes: Iterable[ClassPolicy], engines: Iterable[str]) -> dict[str, int]:
+    policies = list(classes)
+    return {e: min((c.rank for c in policies if e in c.engines), default=0) for e in engines}

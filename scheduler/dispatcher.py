@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from scheduler.admission import Rejection
 from scheduler.core import Scheduler
+from scheduler.policy import ClassPolicy, SchedulerSettings
 from scheduler.ticket import Ticket, TicketState
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,13 @@ class Dispatcher:
         self.scheduler.release(ticket, self.now(), outcome)
         self._dispatch()
 
+    def reconfigure(self, classes: Sequence[ClassPolicy], settings: SchedulerSettings) -> None:
+        """New class policies and settings (a config reload); waiting requests keep
+        waiting. New limits or classes may free slots, so dispatch runs at once."""
+        self.scheduler.reconfigure(classes, settings)
+        self._dispatch()
+        self._wake.set()  # the timer interval may have changed
+
     def set_healthy(self, engines: Iterable[str]) -> None:
         self.scheduler.set_healthy(engines)
         self._dispatch()
@@ -102,8 +110,8 @@ class Dispatcher:
     async def run(self, healthy: Callable[[], Iterable[str]] | None = None) -> None:
         """Timers: expire tickets past their deadline, tick the controllers, and
         (if given a source) follow engine health."""
-        interval = self.scheduler.settings.controller.interval_s
         while True:
+            interval = self.scheduler.settings.controller.interval_s  # a reload may change it
             if healthy is not None:
                 engines = set(healthy())
                 if engines != self.scheduler.healthy:

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from gateway.errors import InvalidRequest
+from gateway.schema import RequestLimits
 from gateway.validate import parse_request
 
 
@@ -69,7 +70,8 @@ BAD_COMPLETIONS = [
     (b'{"model": "m", "prompt": "hi", "temperature": 3}', "<= 2.0"),
     (b'{"model": "m", "prompt": "hi", "top_p": 0}', "> 0.0"),
     (b'{"model": "m", "prompt": "hi", "n": 0}', ">= 1"),
-    (b'{"model": "m", "prompt": "hi", "n": 1000}', "<= 16"),
+    (b'{"model": "m", "prompt": "hi", "n": 1000}', "<= 128"),
+    (b'{"model": "m", "prompt": "hi", "n": 17}', "`n` is 17; this gateway allows at most 16"),
     (b'{"model": "m", "prompt": "hi", "n": 2, "best_of": 5}', "best_of"),
     (b'{"model": "m", "prompt": ""}', "must not be empty"),
     (b'{"model": "m", "prompt": []}', "prompt"),
@@ -78,7 +80,8 @@ BAD_COMPLETIONS = [
     (b'{"model": "m"}', "missing required field `prompt`"),
     (b'{"prompt": "x"}', "missing required field `model`"),
     (b'{"model": "", "prompt": "x"}', "must not be empty"),
-    (b'{"model": "m", "prompt": "hi", "stop": ["a","b","c","d","e"]}', "length <= 4"),
+    (b'{"model": "m", "prompt": "hi", "stop": ["a","b","c","d","e"]}', "at most 4"),
+    (b'{"model": "m", "prompt": "hi", "stop": ["a"' + b',"a"' * 64 + b']}', "length <= 64"),
     (b'{"model": "m", "prompt": "hi", "stop": [""]}', "length >= 1"),
     (b'{"model": "m", "prompt": "hi", "stream_options": {"include_usage": true}}',
      "only allowed when `stream`"),
@@ -123,3 +126,20 @@ def test_param_is_named() -> None:
     with pytest.raises(InvalidRequest) as info:
         parse_request("completion", body(temperature="hot"))
     assert info.value.param == "temperature"
+
+
+def test_fan_out_caps_follow_the_configured_limits() -> None:
+    loose = RequestLimits(max_n=32, max_stop=8, max_logprobs=5)
+    body = b'{"model": "m", "prompt": "hi", "n": 32, "stop": ["a","b","c","d","e","f"]}'
+    parsed = parse_request("completion", body, loose)
+    assert parsed.sampling.n == 32 and len(parsed.sampling.stop) == 6
+    tight = RequestLimits(max_n=1, max_stop=0, max_logprobs=0)
+    for raw, param in [(b'{"model": "m", "prompt": "hi", "n": 2}', "n"),
+                       (b'{"model": "m", "prompt": "hi", "stop": "x"}', "stop"),
+                       (b'{"model": "m", "prompt": "hi", "logprobs": 1}', "logprobs")]:
+        with pytest.raises(InvalidRequest) as info:
+            parse_request("completion", raw, tight)
+        assert info.value.param == param and "this gateway allows at most" in info.value.message
+    with pytest.raises(InvalidRequest) as info:
+        parse_request("chat", chat(logprobs=True, top_logprobs=6), loose)
+    assert info.value.param == "top_logprobs"

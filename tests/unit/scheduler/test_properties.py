@@ -11,6 +11,10 @@ changes and controller ticks, and checks its invariants after every step:
 - every rejection carries a whole-second Retry-After of at least 1 s;
 - each class queue's count and token sum are exactly its queued tickets'.
 
+The machine also reconfigures the scheduler mid-run (a config reload: classes
+added, changed and removed, new controller settings); every invariant above
+holds across it, and a removed class's queued tickets are still dispatched.
+
 A second property bounds starvation itself: under a constant higher-class
 backlog, a lower class whose oldest ticket is past the promotion age is served
 within its weighted turn, and promotion never hands it a long run of its own.
@@ -44,8 +48,17 @@ BUCKETS = ("rejected", "queued", "granted", "released", "expired", "cancelled")
 def configurations(draw: st.DrawFn) -> tuple[list[ClassPolicy], dict[str, int],
                                              SchedulerSettings]:
     engines = {e: draw(st.integers(1, 4)) for e in ENGINES[:draw(st.integers(1, 3))]}
+    classes, sched = draw(policies(sorted(engines)))
+    return classes, engines, sched
+
+
+@st.composite
+def policies(draw: st.DrawFn, engines: list[str]) -> tuple[list[ClassPolicy],
+                                                          SchedulerSettings]:
+    """Classes named from k0..k3 (so a redraw adds, keeps and drops names) and settings."""
     classes = []
-    for i in range(draw(st.integers(1, 3))):
+    names = draw(st.lists(st.integers(0, 3), min_size=1, max_size=3, unique=True))
+    for i in names:
         eligible = draw(st.sets(st.sampled_from(sorted(engines)), min_size=1))
         classes.append(ClassPolicy(
             name=f"k{i}", rank=draw(st.integers(0, 2)),
@@ -64,7 +77,7 @@ def configurations(draw: st.DrawFn) -> tuple[list[ClassPolicy], dict[str, int],
                               reserved_slots=draw(st.integers(0, 2)),
                               rate_window_s=draw(st.sampled_from([1.0, 5.0])),
                               controller=controller)
-    return classes, engines, sched
+    return classes, sched
 
 
 class SchedulerMachine(RuleBasedStateMachine):
@@ -81,14 +94,26 @@ class SchedulerMachine(RuleBasedStateMachine):
     def build(self, config: tuple[list[ClassPolicy], dict[str, int], SchedulerSettings]) -> None:
         classes, engines, sched = config
         self.s = Scheduler(classes, engines, sched)
-        self.classes = sorted(self.s.classes)
+        self.classes = sorted(self.s.classes)  # those new tickets may name
 
-    def usable_limit(self, engine: str, cls: str) -> int:
+    @rule(data=st.data())
+    def reconfigure(self, data: st.DataObject) -> None:
+        classes, sched = data.draw(policies(sorted(self.s.inflight)))
+        queued_before = {t.id for t in self.in_bucket("queued")}
+        self.s.reconfigure(classes, sched)
+        self.classes = sorted(c.name for c in classes)
+        for t in self.in_bucket("queued"):
+            assert t.sla_class in self.s.classes  # a removed class keeps its queued tickets
+        assert {t.id for t in self.in_bucket("queued")} == queued_before
+
+    def usable_limit(self, engine: str, cls: str,
+                     classes: dict[str, ClassPolicy] | None = None) -> int:
         """The engine's limit as this class sees it: a class below the engine's most
         urgent rank may not take its last ``reserved_slots`` (but always one)."""
-        top = min(c.rank for c in self.s.classes.values() if engine in c.engines)
+        classes = classes if classes is not None else self.s.classes
+        top = min(c.rank for c in classes.values() if engine in c.engines)
         limit = self.s.limit(engine)
-        if self.s.classes[cls].rank > top:
+        if classes[cls].rank > top:
             limit = max(1, limit - self.s.settings.reserved_slots)
         return limit
 
@@ -122,24 +147,33 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert rejection.retry_after_s >= 1
             assert rejection.retry_after_s == int(rejection.retry_after_s)
             assert rejection.reason in {"queue_full", "queue_tokens", "predicted_wait",
-                                        "no_engine"}
+                                        "no_engine", "no_class"}
             self.move(t, "rejected")
 
     @rule()
     def dispatch(self) -> None:
         running = dict(self.s.inflight)
         healthy = set(self.s.healthy)
+        # As dispatch saw them: a class removed by a reconfigure (retired) leaves as
+        # soon as its last queued ticket is granted, and the next grant sees it gone.
+        classes = dict(self.s.classes)
+        retired_left = Counter(t.sla_class for t in self.in_bucket("queued")
+                               if t.sla_class not in self.classes)
         grants = self.s.dispatch(self.now)
         for t in grants:
             assert self.where[t.id] == "queued", "granted a ticket that was not queued"
             assert t.id not in self.ever_granted, "granted twice"
             assert t.state is TicketState.GRANTED and t.granted_at == self.now
             assert t.engine is not None
-            assert t.engine in healthy and t.engine in self.s.classes[t.sla_class].engines
+            assert t.engine in healthy and t.engine in classes[t.sla_class].engines
             # At its grant, in order: under the limit (and off the reserved slots).
-            assert running[t.engine] < self.usable_limit(t.engine, t.sla_class), \
+            assert running[t.engine] < self.usable_limit(t.engine, t.sla_class, classes), \
                 f"engine {t.engine} granted past its limit"
             running[t.engine] += 1
+            if t.sla_class in retired_left:
+                retired_left[t.sla_class] -= 1
+                if not retired_left[t.sla_class]:
+                    del classes[t.sla_class]
             self.ever_granted.add(t.id)
             self.move(t, "granted")
         assert running == self.s.inflight
@@ -228,8 +262,7 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     @invariant()
     def queues_hold_exactly_the_queued_tickets(self) -> None:
-        for name in self.classes:
-            q = self.s.queues[name]
+        for name, q in self.s.queues.items():
             mine = [t for t in self.in_bucket("queued") if t.sla_class == name]
             assert len(q) == len(mine)
             assert all(q.get(t.id) is t for t in mine)
