@@ -281,6 +281,7 @@ def main() -> None:
         "fcfs": phase_fcfs,
         "prio": phase_priority,
         "gw1": lambda r: phase_gateway(r, "gw1", "gateway-1engine.yaml", sweep=True),
+        "gw1_nosweep": lambda r: phase_gateway(r, "gw1", "gateway-1engine.yaml", sweep=False),
         "gw2": lambda r: phase_gateway(r, "gw2", "gateway-2engine.yaml", sweep=False),
         "fcfs_sweep": phase_fcfs_sweep,
     }

@@ -1,8 +1,9 @@
 #!/bin/bash
 # Runs ON the GPU machine, from the carried copy of the project (.gpu/proj), after
 # `INSTALL_ONLY=1 bash .gpu/device_run.sh` installed vLLM 0.26 into /tmp/vllm_site.
-#   bash benchmarks/gpu/device.sh start SECONDS   smoke (two-engine gateway, 20 requests); if it
-#                                                 passes, start the headline driver detached
+#   bash benchmarks/gpu/device.sh start SECONDS   smoke (two-engine gateway, 20 requests; SMOKE=0
+#                                                 skips it), then start the headline driver
+#                                                 detached (PHASES=fcfs,prio,... picks phases)
 #   bash benchmarks/gpu/device.sh wait SECONDS    wait for it (a later call on the warm machine)
 # Either way: wait up to SECONDS for the driver's DONE, then pack /tmp/h100 into
 # $OUT/h100.tar.gz (a call's limit is 10 minutes; the detached driver outlives the call
@@ -16,10 +17,13 @@ export PYTHONPATH="$PWD:/tmp/vllm_site" VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFF
 pack() { tar -czf "$OUT/h100.tar.gz" -C "$R" . 2>/dev/null; ls -la "$OUT"; }
 if [ "$1" = start ]; then
   nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader
-  python3 -m benchmarks.gpu_headline --smoke --model "$MODEL" --out "$R/smoke" > "$R/smoke.log" 2>&1
-  rc=$?; tail -n 40 "$R/smoke.log"
-  if [ $rc != 0 ]; then tail -n 60 "$R"/smoke/*.log; pack; exit $rc; fi
-  echo "smoke passed in $(( $(date +%s) - T0 )) s; starting the headline driver"
+  if [ "${SMOKE:-1}" != 0 ]; then
+    python3 -m benchmarks.gpu_headline --smoke --model "$MODEL" --out "$R/smoke" > "$R/smoke.log" 2>&1
+    rc=$?; tail -n 40 "$R/smoke.log"
+    if [ $rc != 0 ]; then tail -n 60 "$R"/smoke/*.log; pack; exit $rc; fi
+    echo "smoke passed in $(( $(date +%s) - T0 )) s"
+  fi
+  echo "starting the headline driver"
   setsid nohup python3 -m benchmarks.gpu_headline --model "$MODEL" --out "$R/main" \
     ${PHASES:+--phases $PHASES} > "$R/main.log" 2>&1 < /dev/null &
 fi
