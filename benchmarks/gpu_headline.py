@@ -138,9 +138,12 @@ def plain_vllm(run: Run, name: str, *extra: str) -> Server:
     return server
 
 
-def gateway(run: Run, name: str, template: str) -> Server:
-    """Start the gateway on the run's copy of ``benchmarks/gpu/<template>``."""
+def gateway(run: Run, name: str, template: str,
+            controller: dict[str, Any] | None = None) -> Server:
+    """Start the gateway on the run's copy of ``benchmarks/gpu/<template>`` (with
+    ``controller`` settings overridden, for a variant)."""
     config = yaml.safe_load((ROOT / "benchmarks" / "gpu" / template).read_text())
+    config["scheduler"]["controller"].update(controller or {})
     for engine in config["engines"]:
         engine["model"] = run.model
     for c in config["classes"]:
@@ -223,8 +226,9 @@ def phase_priority(run: Run) -> None:
         stop(server)
 
 
-def phase_gateway(run: Run, name: str, template: str, sweep: bool) -> None:
-    server = gateway(run, name, template)
+def phase_gateway(run: Run, name: str, template: str, sweep: bool,
+                  controller: dict[str, Any] | None = None) -> None:
+    server = gateway(run, name, template, controller)
     try:
         with SlaPoller(server.url, run.out / f"sla_{name}.csv"):
             run.loadtest(server.url, f"{name}-50", 50, *run.slos())
@@ -283,6 +287,9 @@ def main() -> None:
         "gw1": lambda r: phase_gateway(r, "gw1", "gateway-1engine.yaml", sweep=True),
         "gw1_nosweep": lambda r: phase_gateway(r, "gw1", "gateway-1engine.yaml", sweep=False),
         "gw2": lambda r: phase_gateway(r, "gw2", "gateway-2engine.yaml", sweep=False),
+        # run 2's controller sat on its floor (96) through the overload: a higher floor
+        "gw1_floor128": lambda r: phase_gateway(r, "gw1f128", "gateway-1engine.yaml",
+                                                sweep=False, controller={"min_limit": 128}),
         "fcfs_sweep": phase_fcfs_sweep,
     }
     t0 = time.time()

@@ -11,6 +11,11 @@
 set -uo pipefail
 R=/tmp/h100; mkdir -p "$R"; T0=$(date +%s)
 MODEL=$(readlink -f ../dsk7b)
+if [ "$1" = start ]; then
+  # Run from a copy: a later call re-sends the carried tree, and a process started while
+  # that happens finds its working directory gone (run 2's gw2 did).
+  rm -rf /tmp/proj_run && cp -r "$PWD" /tmp/proj_run && cd /tmp/proj_run || exit 7
+fi
 export PYTHONPATH="$PWD:/tmp/vllm_site" VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1 \
   TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 PYTHONUNBUFFERED=1 \
   NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
