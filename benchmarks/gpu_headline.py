@@ -19,6 +19,16 @@ controller's limit and observed TTFT per engine, queue depths per class). Every 
 writes ``results.json`` as it finishes, so a cut-off run keeps what it measured.
 
     python3 -m benchmarks.gpu_headline --model /abs/dsk7b --out /tmp/h100/main [--smoke]
+        [--phases fcfs,prio,gw1,gw2,fcfs_sweep]   (also: gw1_nosweep, gw1_floor128)
+
+How it gets there: in the session's checkout, ``PY_TOK=$PWD/.venv/bin/python bash
+../shared/gpu/prepare.sh . .gpu`` (vLLM 0.26 for the H100, its deps, the model folder;
+~60 MiB), then copy gateway/ scheduler/ engines/ loadtest/ benchmarks/ into ``.gpu/proj``
+(the checkout's own tracked copies travel too; running from ``.gpu/proj`` makes these
+win), and one ``run`` call with ``carry: [".gpu"]``:
+``INSTALL_ONLY=1 bash .gpu/device_run.sh && cd .gpu/proj && bash benchmarks/gpu/device.sh
+start 530``, then ``bash benchmarks/gpu/device.sh wait 570`` calls until it prints
+DRIVER DONE; unpack the last ``h100.tar.gz`` under results/ and run ``gpu_report.py``.
 """
 
 from __future__ import annotations
