@@ -136,7 +136,7 @@ class VLLMEngine:
         # The scheduler sample arrives with engine outputs, so after the last
         # request finishes or is aborted it can stay stale; vLLM's front end
         # knows exactly how many requests it still tracks.
-        idle = self._llm is None or self._llm.get_num_unfinished_requests() == 0
+        idle = self._llm is None or _unfinished_requests(self._llm) == 0
         return EngineStats(
             name=self.name,
             healthy=self.healthy,
@@ -212,6 +212,15 @@ class VLLMEngine:
     async def abort(self, request_id: str) -> None:
         if self._llm is not None:
             await self._llm.abort(request_id)
+
+
+def _unfinished_requests(llm: Any) -> int:
+    """Requests vLLM's front end still tracks. ``AsyncLLM`` has the method since
+    after 0.26; its ``output_processor`` has it in both."""
+    count = getattr(llm, "get_num_unfinished_requests", None)
+    if count is None:
+        count = llm.output_processor.get_num_unfinished_requests
+    return int(count())
 
 
 def _sampling_params(spec: SamplingSpec) -> Any:
