@@ -97,3 +97,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 def model_name(gateway: GatewayProcess) -> str:
     data = requests.get(f"{gateway.url}/v1/models", timeout=10).json()
     return str(data["data"][0]["id"])
+
+
+def wait_engines_idle(gw: GatewayProcess, timeout: float = 5.0) -> float:
+    """Seconds until no engine has an in-flight, running or waiting request."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if (gw.metric("gateway_engine_inflight") == 0
+                and gw.metric("gateway_engine_running") == 0
+                and gw.metric("gateway_engine_waiting") == 0):
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError("engines still busy after the client left")

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.integration.conftest import GatewayProcess
-from tests.integration.test_disconnect import wait_engines_idle
+from tests.integration.conftest import GatewayProcess, wait_engines_idle
 
 pytestmark = pytest.mark.vllm
 
