@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
 from collections.abc import Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, replace
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -23,6 +25,7 @@ from aiohttp import web
 from engines.pool import EnginePool
 from engines.protocol import Engine, EngineDeadError, EngineError, GenerationRequest
 from gateway.classes import resolve_class
+from gateway.coalesce import coalesced
 from gateway.config import GatewayConfig, SLAClass
 from gateway.errors import (
     APIError,
@@ -83,6 +86,7 @@ class CompletionService:
         self.lifecycle = lifecycle
         self.metrics = metrics
         self.dispatcher = dispatcher
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "completion")
@@ -149,7 +153,7 @@ class CompletionService:
             outcome = "client_gone"
             raise
         finally:
-            self.metrics.requests.labels(label, outcome).inc()
+            self._child(self.metrics.requests, label, outcome).inc()
 
     async def _acquire(self, ticket: Ticket, sla: SLAClass) -> Engine:
         """Wait in the SLA queue for a grant; the engine it was placed on."""
@@ -164,7 +168,7 @@ class CompletionService:
             raise QueueTimeout(f"Request {exc}.", reason="queue_timeout",
                                retry_after_s=sla.queue_timeout_s) from None
         assert ticket.granted_at is not None
-        self.metrics.queue_wait.labels(sla.name).observe(ticket.granted_at - ticket.arrival)
+        self._child(self.metrics.queue_wait, sla.name).observe(ticket.granted_at - ticket.arrival)
         return self.pool.engine(name)
 
     async def _prepare(self, parsed: ParsedRequest, model: ServedModel,
@@ -192,10 +196,13 @@ class CompletionService:
         if len(ids) + max_tokens > model.max_model_len:
             raise ContextTooLong(len(ids), max_tokens, model.max_model_len)
         prefix = "cmpl" if parsed.kind == "completion" else "chatcmpl"
+        sampling = parsed.sampling
+        if sampling.max_tokens != max_tokens:
+            sampling = replace(sampling, max_tokens=max_tokens)  # ~10 us: only when needed
         return GenerationRequest(
-            request_id=f"{prefix}-{uuid.uuid4().hex}",
+            request_id=f"{prefix}-{_request_id()}",
             prompt_token_ids=ids,
-            sampling=replace(parsed.sampling, max_tokens=max_tokens),
+            sampling=sampling,
             priority=sla.priority,
         )
 
@@ -222,7 +229,7 @@ class CompletionService:
         response: web.StreamResponse | None = None
         try:
             async with aclosing(engine.generate(generation)) as deltas:
-                async for delta in deltas:
+                async for delta in coalesced(deltas, request.transport):
                     if response is None:
                         # Headers go out with the first token: an engine failure
                         # before it can still be answered with a real status.
@@ -258,26 +265,35 @@ class CompletionService:
         self._observe(sla, engine, transcript, timer, ticket)
         return response, "ok"
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: prometheus_client re-checks the
+        labels and takes a lock on every ``labels`` call."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def _observe(self, sla: SLAClass, engine: Engine, transcript: Transcript,
                  timer: _Timer, ticket: Ticket) -> None:
-        m, name = self.metrics, sla.name
-        m.tokens.labels(name, "prompt").inc(transcript.prompt_tokens)
-        m.tokens.labels(name, "completion").inc(transcript.completion_tokens)
+        m, name, child = self.metrics, sla.name, self._child
+        child(m.tokens, name, "prompt").inc(transcript.prompt_tokens)
+        child(m.tokens, name, "completion").inc(transcript.completion_tokens)
         if timer.first is None:
             return
         ttft = timer.first - timer.arrival
         e2e = timer.last - timer.arrival
-        m.ttft.labels(name).observe(ttft)
+        child(m.ttft, name).observe(ttft)
         if ticket.granted_at is not None:
             # Engine-side: grant -> first token, without the time queued here.
-            m.engine_ttft.labels(engine.name).observe(timer.first - ticket.granted_at)
-        m.e2e.labels(name).observe(e2e)
+            child(m.engine_ttft, engine.name).observe(timer.first - ticket.granted_at)
+        child(m.e2e, name).observe(e2e)
         met = ttft * 1000 <= sla.ttft_target_ms
         if timer.tokens > 1:
             tpot = (e2e - ttft) / (timer.tokens - 1)
-            m.tpot.labels(name).observe(tpot)
+            child(m.tpot, name).observe(tpot)
             met = met and tpot * 1000 <= sla.tpot_target_ms
-        (m.slo_met if met else m.slo_missed).labels(name).inc()
+        child(m.slo_met if met else m.slo_missed, name).inc()
 
 
 class _Timer:
@@ -300,6 +316,16 @@ class _Timer:
         self.last = now
         self.tokens += count
         return first
+
+
+# Request ids: 32 hex digits like a uuid4's, from a random per-process prefix and a
+# counter (uuid4 reads os.urandom on every call).
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_COUNTER = itertools.count()
+
+
+def _request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def _queue_budget(sla: SLAClass, header: str | None) -> float:

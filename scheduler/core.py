@@ -139,7 +139,11 @@ class Scheduler:
     def dispatch(self, now: float) -> list[Ticket]:
         """Grant every ticket that can run now; each gets ``engine`` set."""
         grants: list[Ticket] = []
+        if not any(self.queues.values()):
+            return grants  # nothing queued (most releases): nothing to grant or note
         while True:
+            if grants and not any(self.queues.values()):
+                return grants  # the queues are empty: nothing is held back either
             # Past the limit only the top class may go (headroom); _usable decides.
             free = {e for e in self.healthy if self.inflight[e] < self._ceiling(e)}
             picked = self._select(now, free) if free else None

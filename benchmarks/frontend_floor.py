@@ -1,0 +1,137 @@
+"""Front-end floor (issue #6 item 1) and token coalescing (item 2), one run, ratios.
+
+    .venv/bin/python -m benchmarks.frontend_floor [--duration 8] [--out results/frontend_floor]
+
+Servers run one at a time pinned to CPU 0 (``taskset -c 0``), load runs on CPU 1:
+
+1. ``benchmarks.bare_server`` (aiohttp + uvloop + orjson, a few lines) against the
+   full gateway path (``benchmarks.sim_gateway --zero-cost``: validation, tokenizer,
+   scheduler, wire format, metrics; engine steps cost nothing), coalescing off
+   and on. Non-streaming req/s by ``wrk`` (POST, 8 output tokens, 32 connections);
+   SSE events/s by ``benchmarks.sse_load`` (512 tokens per stream, 32 streams).
+   Targets: gateway req/s >= 50% of bare, SSE events/s >= 70% of bare.
+2. Coalescing at high concurrency: the gateway with coalescing off vs on, 256
+   streams: tokens/s, events/s, and TTFT p50/p99 (first token is never held).
+
+Numbers on a shared box are noisy: read the ratios, which come from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import PY, ROOT, Server, start
+
+WRK_LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model": "slagate-demo", "prompt": "Hello there, how are you today?", \
+"max_tokens": 8, "ignore_eos": true}'
+"""
+
+
+def pinned(cpu: int, cmd: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *cmd] if shutil.which("taskset") else cmd
+
+
+def serve(name: str, module: str, port: int, out: Path, *args: str,
+          env: dict[str, str] | None = None) -> Server:
+    return start(name, pinned(0, [PY, "-m", module, "--port", str(port), *args]), port,
+                 "/health/ready", out, env=env, timeout=180)
+
+
+def wrk(url: str, duration: float, out: Path, connections: int = 32) -> dict[str, float]:
+    script = out / "post.lua"
+    script.write_text(WRK_LUA)
+    done = subprocess.run(pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s",
+                                     "-s", str(script), url + "/v1/completions"]),
+                          check=True, capture_output=True, text=True)
+    text = done.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = re.search(r"Socket errors: (.*)", text)
+    return {"req_per_s": rps, "non_2xx": float(bad.group(1)) if bad else 0.0,
+            "socket_errors": 0.0 if errors is None else 1.0}
+
+
+def sse(url: str, duration: float, concurrency: int, max_tokens: int = 512) -> dict[str, Any]:
+    done = subprocess.run(pinned(1, [PY, "-m", "benchmarks.sse_load", "--url", url,
+                                     "--concurrency", str(concurrency), "--max-tokens",
+                                     str(max_tokens), "--duration", str(duration)]),
+                          cwd=ROOT, check=True, capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(server: Server, duration: float, out: Path, plain: bool = True,
+            high: int = 0) -> dict[str, Any]:
+    # A short warm-up pass first: first-call paths (imports, caches) are not the floor.
+    sse(server.url, 1, 4, 32)
+    result: dict[str, Any] = {}
+    if plain:
+        result["plain"] = wrk(server.url, duration, out)
+        result["sse"] = sse(server.url, duration, 32)
+    if high:
+        result["sse_high"] = sse(server.url, duration, high)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--high-concurrency", type=int, default=256)
+    parser.add_argument("--out", type=Path, default=Path("results/frontend_floor"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    runs = [
+        ("bare", "benchmarks.bare_server", (), {}, True, 0),
+        ("gateway", "benchmarks.sim_gateway", ("--zero-cost",), {"SLAGATE_COALESCE": "0"},
+         True, args.high_concurrency),
+        ("gateway_coalescing", "benchmarks.sim_gateway", ("--zero-cost",),
+         {"SLAGATE_COALESCE": "1"}, True, args.high_concurrency),
+    ]
+    for port, (name, module, extra, env, plain, high) in enumerate(runs, start=8461):
+        server = serve(name, module, port, args.out, *extra, env=env)
+        try:
+            results[name] = measure(server, args.duration, args.out, plain, high)
+        finally:
+            server.stop()
+        print(f"{name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
+    (args.out / "frontend_floor.json").write_text(json.dumps(results, indent=2))
+    print(report(results))
+
+
+def report(r: dict[str, Any]) -> str:
+    bare, off, on = r["bare"], r["gateway"], r["gateway_coalescing"]
+    rows = ["| one core each, load on the other | bare aiohttp | gateway, coalescing off | "
+            "ratio | gateway, coalescing on | ratio | target |",
+            "|---|---|---|---|---|---|---|"]
+
+    def row(label: str, key: str, metric: str, target: str, fmt: str = "{:,.0f}") -> None:
+        b, g, c = bare[key][metric], off[key][metric], on[key][metric]
+        rows.append(f"| {label} | {fmt.format(b)} | {fmt.format(g)} | {g / b:.2f} | "
+                    f"{fmt.format(c)} | {c / b:.2f} | {target} |")
+
+    row("non-streaming req/s (8 tokens, wrk, 32 conns)", "plain", "req_per_s", ">= 0.50")
+    row("SSE events/s (512 tokens, 32 streams)", "sse", "events_per_s", ">= 0.70")
+    row("SSE tokens/s (512 tokens, 32 streams)", "sse", "tokens_per_s", "")
+    hi_off, hi_on = off["sse_high"], on["sse_high"]
+    rows += ["", f"Coalescing, {r.get('high', 256)} concurrent streams of 512 tokens "
+             "(gateway, zero-cost engine):", "",
+             "| | coalescing off | coalescing on | on / off |", "|---|---|---|---|"]
+    for label, metric in (("tokens/s", "tokens_per_s"), ("SSE events/s", "events_per_s"),
+                          ("TTFT p50 ms", "ttft_p50_ms"), ("TTFT p99 ms", "ttft_p99_ms")):
+        a, b = hi_off[metric], hi_on[metric]
+        rows.append(f"| {label} | {a:,.1f} | {b:,.1f} | {b / a:.2f} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()

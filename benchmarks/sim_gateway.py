@@ -1,0 +1,81 @@
+"""The full gateway path over the simulated engine, as one server process.
+
+    [SLAGATE_COALESCE=0] python -m benchmarks.sim_gateway --port 8401 [--zero-cost]
+
+Everything a real request goes through — validation, the model's own tokenizer
+(the demo model's), admission, the SLA scheduler, the dispatcher, the wire format,
+metrics — with a ``SimulatedEngine`` in place of vLLM. ``--zero-cost`` makes engine
+steps free, so what is measured is the gateway's own CPU per request and per token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import signal
+
+import uvloop
+from aiohttp import web
+
+from engines.demo_model import ensure_demo_model
+from engines.pool import EnginePool, PoolMember
+from engines.protocol import EngineInfo
+from engines.sim_profile import DEFAULT_PROFILE
+from engines.simulated import SimulatedEngine
+from gateway.app import STATE, build_app
+from gateway.config import EngineSpec, GatewayConfig, WarmupSpec
+
+CLASSES = ("interactive", "standard", "batch")
+
+
+class _DemoSimEngine(SimulatedEngine):
+    """A simulated engine that reports the demo model's directory, so the gateway
+    loads the real tokenizer for it (the simulated engine has no model files)."""
+
+    model_dir = ""
+
+    async def start(self) -> EngineInfo:
+        info = await super().start()
+        return dataclasses.replace(info, model_path=self.model_dir)
+
+
+def make_app(zero_cost: bool, max_num_seqs: int = 256) -> web.Application:
+    model_dir = str(ensure_demo_model())
+    config = GatewayConfig(engines=(EngineSpec(
+        name="main", model="demo", served_model_name="slagate-demo", classes=CLASSES,
+        warmup=WarmupSpec(ladder=(32, 64)), args={"max_num_seqs": max_num_seqs}),))
+    profile = dataclasses.replace(DEFAULT_PROFILE, zero_cost=zero_cost,
+                                  max_num_seqs=max_num_seqs)
+    engine = _DemoSimEngine("main", "slagate-demo", profile)
+    engine.model_dir = model_dir
+    pool = EnginePool([PoolMember(engine=engine, classes=frozenset(CLASSES))])
+    return build_app(config, pool)
+
+
+async def serve(host: str, port: int, zero_cost: bool) -> None:
+    app = make_app(zero_cost)
+    runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True,
+                           access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    await app[STATE].started.wait()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8401)
+    parser.add_argument("--zero-cost", action="store_true")
+    args = parser.parse_args()
+    uvloop.run(serve(args.host, args.port, args.zero_cost))
+
+
+if __name__ == "__main__":
+    main()
