@@ -52,13 +52,16 @@ class LoopLag:
         self.threshold_s = threshold_s
         self.lag_s = 0.0
         self._due = loop.time() + interval_s
-        loop.call_at(self._due, self._tick)
+        self._timer = loop.call_at(self._due, self._tick)
 
     def _tick(self) -> None:
         now = self._loop.time()
         self.lag_s = now - self._due
         self._due = now + self._interval
-        self._loop.call_at(self._due, self._tick)
+        self._timer = self._loop.call_at(self._due, self._tick)
+
+    def close(self) -> None:
+        self._timer.cancel()
 
     @property
     def lagging(self) -> bool:
@@ -78,9 +81,11 @@ def loop_lag() -> LoopLag:
     return probe
 
 
-def stream_behind(transport: asyncio.BaseTransport | None) -> Callable[[], bool]:
-    """The "behind" test of one HTTP stream: unsent bytes on its socket, or loop lag."""
-    lag = loop_lag()
+def stream_behind(transport: asyncio.BaseTransport | None,
+                  lag: LoopLag | None = None) -> Callable[[], bool]:
+    """The "behind" test of one HTTP stream: unsent bytes on its socket, or loop
+    lag (the running loop's probe unless given one)."""
+    lag = lag or loop_lag()
     if not isinstance(transport, asyncio.WriteTransport):
         return lambda: lag.lagging
 
