@@ -61,8 +61,8 @@ def start(name: str, cmd: list[str], port: int, ready_path: str, out: Path,
             if requests.get(server.url + ready_path, timeout=2).status_code == 200:
                 server.ready_s = time.perf_counter() - started
                 return server
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or too busy starting to answer within 2 s
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"{name} not ready in {timeout}s")

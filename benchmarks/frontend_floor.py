@@ -10,6 +10,8 @@ Servers run one at a time pinned to CPU 0 (``taskset -c 0``), load runs on CPU 1
    and on. Non-streaming req/s by ``wrk`` (POST, 8 output tokens, 32 connections);
    SSE events/s by ``benchmarks.sse_load`` (512 tokens per stream, 32 streams).
    Targets: gateway req/s >= 50% of bare, SSE events/s >= 70% of bare.
+   A third gateway run uses ``--null-engine`` (every token yielded at once, no
+   batch loop): the gateway's own cost without the simulator's.
 2. Coalescing at high concurrency: the gateway with coalescing off vs on, 256
    streams: tokens/s, events/s, and TTFT p50/p99 (first token is never held).
 
@@ -20,12 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from benchmarks.common import PY, ROOT, Server, start
 
@@ -46,6 +51,12 @@ def serve(name: str, module: str, port: int, out: Path, *args: str,
                  "/health/ready", out, env=env, timeout=180)
 
 
+def cpu_s(server: Server) -> float:
+    """CPU seconds the server process has used so far (user + system)."""
+    times = psutil.Process(server.proc.pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def wrk(url: str, duration: float, out: Path, connections: int = 32) -> dict[str, float]:
     script = out / "post.lua"
     script.write_text(WRK_LUA)
@@ -54,9 +65,10 @@ def wrk(url: str, duration: float, out: Path, connections: int = 32) -> dict[str
                           check=True, capture_output=True, text=True)
     text = done.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     errors = re.search(r"Socket errors: (.*)", text)
-    return {"req_per_s": rps, "non_2xx": float(bad.group(1)) if bad else 0.0,
+    return {"req_per_s": rps, "requests": total, "non_2xx": float(bad.group(1)) if bad else 0.0,
             "socket_errors": 0.0 if errors is None else 1.0}
 
 
@@ -74,11 +86,23 @@ def measure(server: Server, duration: float, out: Path, plain: bool = True,
     # A short warm-up pass first: first-call paths (imports, caches) are not the floor.
     sse(server.url, 1, 4, 32)
     result: dict[str, Any] = {}
+    # Server CPU per request or token, next to throughput: on a shared box the
+    # throughput is whatever CPU share the server got, its CPU cost per unit of
+    # work is not. 1 / cost is the rate one whole core would sustain.
     if plain:
+        before = cpu_s(server)
         result["plain"] = wrk(server.url, duration, out)
+        result["plain"]["cpu_us_per_req"] = ((cpu_s(server) - before) * 1e6
+                                             / max(1, result["plain"]["requests"]))
+        before = cpu_s(server)
         result["sse"] = sse(server.url, duration, 32)
+        result["sse"]["cpu_us_per_token"] = ((cpu_s(server) - before) * 1e6
+                                             / max(1, result["sse"]["streams"] * 512))
     if high:
+        before = cpu_s(server)
         result["sse_high"] = sse(server.url, duration, high)
+        result["sse_high"]["cpu_us_per_token"] = ((cpu_s(server) - before) * 1e6
+                                                  / max(1, result["sse_high"]["streams"] * 512))
     return result
 
 
@@ -96,7 +120,10 @@ def main() -> None:
          True, args.high_concurrency),
         ("gateway_coalescing", "benchmarks.sim_gateway", ("--zero-cost",),
          {"SLAGATE_COALESCE": "1"}, True, args.high_concurrency),
+        ("gateway_null", "benchmarks.sim_gateway", ("--null-engine",), {"SLAGATE_COALESCE": "0"},
+         True, 0),
     ]
+    results["high"] = args.high_concurrency
     for port, (name, module, extra, env, plain, high) in enumerate(runs, start=8461):
         server = serve(name, module, port, args.out, *extra, env=env)
         try:
@@ -104,30 +131,45 @@ def main() -> None:
         finally:
             server.stop()
         print(f"{name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
+    results["load_average"] = os.getloadavg()
     (args.out / "frontend_floor.json").write_text(json.dumps(results, indent=2))
     print(report(results))
 
 
-def report(r: dict[str, Any]) -> str:
-    bare, off, on = r["bare"], r["gateway"], r["gateway_coalescing"]
-    rows = ["| one core each, load on the other | bare aiohttp | gateway, coalescing off | "
-            "ratio | gateway, coalescing on | ratio | target |",
-            "|---|---|---|---|---|---|---|"]
+COLUMNS = (("gateway", "gateway, coalescing off"), ("gateway_coalescing", "gateway, coalescing on"),
+           ("gateway_null", "gateway, null engine"))
 
-    def row(label: str, key: str, metric: str, target: str, fmt: str = "{:,.0f}") -> None:
-        b, g, c = bare[key][metric], off[key][metric], on[key][metric]
-        rows.append(f"| {label} | {fmt.format(b)} | {fmt.format(g)} | {g / b:.2f} | "
-                    f"{fmt.format(c)} | {c / b:.2f} | {target} |")
+
+def report(r: dict[str, Any]) -> str:
+    bare = r["bare"]
+    cols = [(key, label) for key, label in COLUMNS if key in r]
+    rows = ["| one core each, load on the other | bare aiohttp | "
+            + " | ".join(f"{label} | ratio" for _, label in cols) + " | target |",
+            "|---|---|" + "---|---|" * len(cols) + "---|"]
+
+    def row(label: str, key: str, metric: str, target: str, inverse: bool = False) -> None:
+        # inverse: a cost (CPU per unit), whose ratio is bare / gateway.
+        b = bare[key][metric]
+        cells = []
+        for name, _ in cols:
+            g = r[name][key][metric]
+            cells.append(f"{g:,.1f} | {(b / g if inverse else g / b):.2f}")
+        rows.append(f"| {label} | {b:,.1f} | " + " | ".join(cells) + f" | {target} |")
 
     row("non-streaming req/s (8 tokens, wrk, 32 conns)", "plain", "req_per_s", ">= 0.50")
+    row("server CPU us per non-streaming request (ratio bare/this)", "plain",
+        "cpu_us_per_req", ">= 0.50", inverse=True)
     row("SSE events/s (512 tokens, 32 streams)", "sse", "events_per_s", ">= 0.70")
     row("SSE tokens/s (512 tokens, 32 streams)", "sse", "tokens_per_s", "")
-    hi_off, hi_on = off["sse_high"], on["sse_high"]
-    rows += ["", f"Coalescing, {r.get('high', 256)} concurrent streams of 512 tokens "
+    row("server CPU us per streamed token (ratio bare/this)", "sse", "cpu_us_per_token",
+        ">= 0.70", inverse=True)
+    hi_off, hi_on = r["gateway"]["sse_high"], r["gateway_coalescing"]["sse_high"]
+    rows += ["", f"Coalescing, {r['high']} concurrent streams of 512 tokens "
              "(gateway, zero-cost engine):", "",
              "| | coalescing off | coalescing on | on / off |", "|---|---|---|---|"]
     for label, metric in (("tokens/s", "tokens_per_s"), ("SSE events/s", "events_per_s"),
-                          ("TTFT p50 ms", "ttft_p50_ms"), ("TTFT p99 ms", "ttft_p99_ms")):
+                          ("TTFT p50 ms", "ttft_p50_ms"), ("TTFT p99 ms", "ttft_p99_ms"),
+                          ("server CPU us per token", "cpu_us_per_token")):
         a, b = hi_off[metric], hi_on[metric]
         rows.append(f"| {label} | {a:,.1f} | {b:,.1f} | {b / a:.2f} |")
     return "\n".join(rows)

@@ -1,6 +1,6 @@
 """The full gateway path over the simulated engine, as one server process.
 
-    [SLAGATE_COALESCE=0] python -m benchmarks.sim_gateway --port 8401 [--zero-cost]
+    [SLAGATE_COALESCE=0] python -m benchmarks.sim_gateway --port 8401 [--zero-cost | --null-engine]
 
 Everything a real request goes through — validation, the model's own tokenizer
 (the demo model's), admission, the SLA scheduler, the dispatcher, the wire format,
@@ -14,13 +14,15 @@ import argparse
 import asyncio
 import dataclasses
 import signal
+from collections.abc import AsyncGenerator
 
 import uvloop
 from aiohttp import web
 
 from engines.demo_model import ensure_demo_model
 from engines.pool import EnginePool, PoolMember
-from engines.protocol import EngineInfo
+from engines.protocol import EngineInfo, FinishReason, GenerationRequest, TokenDelta
+from engines.sim_batch import token_text
 from engines.sim_profile import DEFAULT_PROFILE
 from engines.simulated import SimulatedEngine
 from gateway.app import STATE, build_app
@@ -40,21 +42,35 @@ class _DemoSimEngine(SimulatedEngine):
         return dataclasses.replace(info, model_path=self.model_dir)
 
 
-def make_app(zero_cost: bool, max_num_seqs: int = 256) -> web.Application:
+class NullEngine(_DemoSimEngine):
+    """Less than zero-cost: ``generate`` yields every token at once, no batch, no step
+    loop, no per-token wake-up. What is left is the gateway's own cost alone (the
+    zero-cost simulated engine still schedules a batch and wakes each stream once
+    per token, as a real engine's output handler does)."""
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
+        spec = request.sampling
+        for i in range(spec.max_tokens):
+            finish = FinishReason.LENGTH if i == spec.max_tokens - 1 else None
+            for index in range(spec.n):
+                yield TokenDelta(index, token_text(100 + i), (100 + i,), finish)
+
+
+def make_app(zero_cost: bool, max_num_seqs: int = 256, null: bool = False) -> web.Application:
     model_dir = str(ensure_demo_model())
     config = GatewayConfig(engines=(EngineSpec(
         name="main", model="demo", served_model_name="slagate-demo", classes=CLASSES,
         warmup=WarmupSpec(ladder=(32, 64)), args={"max_num_seqs": max_num_seqs}),))
     profile = dataclasses.replace(DEFAULT_PROFILE, zero_cost=zero_cost,
                                   max_num_seqs=max_num_seqs)
-    engine = _DemoSimEngine("main", "slagate-demo", profile)
+    engine = (NullEngine if null else _DemoSimEngine)("main", "slagate-demo", profile)
     engine.model_dir = model_dir
     pool = EnginePool([PoolMember(engine=engine, classes=frozenset(CLASSES))])
     return build_app(config, pool)
 
 
-async def serve(host: str, port: int, zero_cost: bool) -> None:
-    app = make_app(zero_cost)
+async def serve(host: str, port: int, zero_cost: bool, null: bool) -> None:
+    app = make_app(zero_cost, null=null)
     runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True,
                            access_log=None)
     await runner.setup()
@@ -73,8 +89,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8401)
     parser.add_argument("--zero-cost", action="store_true")
+    parser.add_argument("--null-engine", action="store_true",
+                        help="an engine that yields all tokens at once (gateway cost alone)")
     args = parser.parse_args()
-    uvloop.run(serve(args.host, args.port, args.zero_cost))
+    uvloop.run(serve(args.host, args.port, args.zero_cost, args.null_engine))
 
 
 if __name__ == "__main__":
