@@ -43,3 +43,22 @@ def test_queued_tickets_still_come_out_oldest_first_after_trimming() -> None:
     s.cancel(second)
     assert s.queues["interactive"].oldest() is third
     assert s.dispatch(4.0) == [third]
+
+
+def test_queued_count_follows_every_way_out_of_a_queue() -> None:
+    s = scheduler([policy("interactive", queue_timeout_s=1.0), policy("batch", rank=1)],
+                  {"a": 1})
+    tickets = [ticket("interactive", arrival=0.0, timeout_s=1.0) for _ in range(3)]
+    tickets += [ticket("batch", arrival=0.0) for _ in range(2)]
+    for t in tickets:
+        assert s.submit(t, 0.0) is None
+    total = lambda: sum(len(q) for q in s.queues.values())  # noqa: E731
+    assert s.queued() == total() == 5
+    (granted,) = s.dispatch(0.0)  # one slot
+    assert s.queued() == total() == 4
+    s.cancel(tickets[1])
+    assert s.queued() == total() == 3
+    assert len(s.expire(2.0)) == 1  # the last interactive one timed out
+    assert s.queued() == total() == 2
+    s.release(granted, 2.0)
+    assert len(s.dispatch(2.0)) == 1 and s.queued() == total() == 1
