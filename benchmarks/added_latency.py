@@ -35,18 +35,22 @@ KV_GIB = "2"
 
 
 def fcfs_config(out: Path, engine_args: dict[str, Any] = ENGINE_ARGS) -> Path:
-    """A gateway config that only forwards: one class, arrival order, no limit of its own."""
+    """A gateway config that only forwards: classes alike, arrival order, no limit of its own."""
     args = ", ".join(f"{k}: {json.dumps(v)}" for k, v in engine_args.items())
-    text = f"""# FCFS mode: one class, one engine, vLLM's default FCFS policy, and no
-# concurrency controller (the gateway grants up to max_num_seqs at once).
+    classes = "\n".join(
+        f"  - {{{{name: {name}, rank: 0, ttft_target_ms: 60000, tpot_target_ms: 60000,\n"
+        f"     queue_timeout_ms: 120000, max_queue: 100000, max_queued_tokens: 1000000000}}}}"
+        for name in ("interactive", "standard", "batch"))
+    text = f"""# FCFS mode: every class alike (one rank, one weight, no priorities), one engine
+# on vLLM's default FCFS policy, no concurrency controller (the gateway grants up to
+# max_num_seqs at once and never holds a request back while the engine has room).
 default_class: standard
 classes:
-  - {{name: standard, rank: 0, ttft_target_ms: 60000, tpot_target_ms: 60000,
-     queue_timeout_ms: 120000, max_queue: 100000, max_queued_tokens: 1000000000}}
+{classes}
 engines:
   - name: main
     model: demo
-    classes: [standard]
+    classes: [interactive, standard, batch]
     env: {{VLLM_CPU_KVCACHE_SPACE: "{KV_GIB}"}}
     args: {{{args}}}
 scheduler:

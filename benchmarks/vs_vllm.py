@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--series", default="vllm,fcfs,sla")
     parser.add_argument("--out", type=Path, default=Path("results/vs_vllm"))
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the series already in OUT (after a run broke off)")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs/benchmarks/vs-vllm-sweep.png")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -68,6 +70,10 @@ def main() -> None:
     model = demo_model()
     results: dict[str, Any] = {}
     for series in args.series.split(","):
+        done = args.out / series / "sweep.json"
+        if args.resume and done.exists():
+            results[series] = json.loads(done.read_text())  # from an earlier, partial run
+            continue
         server = start(series, model, args.out)
         try:
             results[series] = sweep(server.url, args.out / series, rates, args.duration, model)
