@@ -38,8 +38,8 @@ def fcfs_config(out: Path, engine_args: dict[str, Any] = ENGINE_ARGS) -> Path:
     """A gateway config that only forwards: classes alike, arrival order, no limit of its own."""
     args = ", ".join(f"{k}: {json.dumps(v)}" for k, v in engine_args.items())
     classes = "\n".join(
-        f"  - {{{{name: {name}, rank: 0, ttft_target_ms: 60000, tpot_target_ms: 60000,\n"
-        f"     queue_timeout_ms: 120000, max_queue: 100000, max_queued_tokens: 1000000000}}}}"
+        f"  - {{name: {name}, rank: 0, ttft_target_ms: 60000, tpot_target_ms: 60000,\n"
+        f"     queue_timeout_ms: 120000, max_queue: 100000, max_queued_tokens: 1000000000}}"
         for name in ("interactive", "standard", "batch"))
     text = f"""# FCFS mode: every class alike (one rank, one weight, no priorities), one engine
 # on vLLM's default FCFS policy, no concurrency controller (the gateway grants up to
