@@ -29,8 +29,13 @@ from typing import Any
 
 from benchmarks.common import PY, ROOT, demo_model, gateway, loadtest
 
+# Batch limits pinned: vLLM's defaults differ by entry point (its OpenAI server on CPU
+# takes max_num_seqs 128, an in-process AsyncLLMEngine 256), and every side of these
+# comparisons must run the same engine.
 ENGINE_ARGS: dict[str, Any] = {"max_model_len": 2048, "enforce_eager": True,
-                               "dtype": "float32"}
+                               "dtype": "float32", "max_num_seqs": 128,
+                               "max_num_batched_tokens": 2048}
+VLLM_FLAGS = ("--max-num-seqs", "128", "--max-num-batched-tokens", "2048")
 KV_GIB = "2"
 
 

@@ -28,7 +28,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from benchmarks.added_latency import fcfs_config
+from benchmarks.added_latency import VLLM_FLAGS, fcfs_config
 from benchmarks.common import PY, ROOT, Server, demo_model, gateway, plain_vllm
 
 MIX = "interactive=0.2,batch=0.8"
@@ -48,7 +48,7 @@ def sweep(url: str, out: Path, rates: list[float], duration: float, model: str) 
 
 def start(series: str, model: str, out: Path) -> Server:
     if series == "vllm":
-        return plain_vllm(model, 8481, out)
+        return plain_vllm(model, 8481, out, *VLLM_FLAGS)
     if series == "fcfs":
         return gateway(8482, out, fcfs_config(out), name="gateway-fcfs")
     return gateway(8483, out, ROOT / "benchmarks" / "sla-cpu.yaml", name="gateway-sla")
