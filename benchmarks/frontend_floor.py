@@ -111,7 +111,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--high-concurrency", type=int, default=256)
     parser.add_argument("--out", type=Path, default=Path("results/frontend_floor"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="print the tables of OUT/frontend_floor.json again, run nothing")
     args = parser.parse_args()
+    if args.report_only:
+        print(report(json.loads((args.out / "frontend_floor.json").read_text())))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     runs = [
@@ -153,7 +158,8 @@ def report(r: dict[str, Any]) -> str:
         cells = []
         for name, _ in cols:
             g = r[name][key][metric]
-            cells.append(f"{g:,.1f} | {(b / g if inverse else g / b):.2f}")
+            ratio = (b / g if inverse else g / b) if g and b else float("nan")
+            cells.append(f"{g:,.1f} | {ratio:.2f}")
         rows.append(f"| {label} | {b:,.1f} | " + " | ".join(cells) + f" | {target} |")
 
     row("non-streaming req/s (8 tokens, wrk, 32 conns)", "plain", "req_per_s", ">= 0.50")
@@ -171,7 +177,8 @@ def report(r: dict[str, Any]) -> str:
                           ("TTFT p50 ms", "ttft_p50_ms"), ("TTFT p99 ms", "ttft_p99_ms"),
                           ("server CPU us per token", "cpu_us_per_token")):
         a, b = hi_off[metric], hi_on[metric]
-        rows.append(f"| {label} | {a:,.1f} | {b:,.1f} | {b / a:.2f} |")
+        ratio = f"{b / a:.2f}" if a else "n/a"
+        rows.append(f"| {label} | {a:,.1f} | {b:,.1f} | {ratio} |")
     return "\n".join(rows)
 
 

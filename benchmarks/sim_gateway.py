@@ -26,7 +26,13 @@ from engines.sim_batch import token_text
 from engines.sim_profile import DEFAULT_PROFILE
 from engines.simulated import SimulatedEngine
 from gateway.app import STATE, build_app
-from gateway.config import EngineSpec, GatewayConfig, WarmupSpec
+from gateway.config import (
+    ControllerConfig,
+    EngineSpec,
+    GatewayConfig,
+    SchedulerConfig,
+    WarmupSpec,
+)
 
 CLASSES = ("interactive", "standard", "batch")
 
@@ -58,9 +64,15 @@ class NullEngine(_DemoSimEngine):
 
 def make_app(zero_cost: bool, max_num_seqs: int = 256, null: bool = False) -> web.Application:
     model_dir = str(ensure_demo_model())
-    config = GatewayConfig(engines=(EngineSpec(
-        name="main", model="demo", served_model_name="slagate-demo", classes=CLASSES,
-        warmup=WarmupSpec(ladder=(32, 64)), args={"max_num_seqs": max_num_seqs}),))
+    # No concurrency controller and no reserved slots: it would size the batch from
+    # engine-side TTFT, which here measures only how busy the loop is, and queue
+    # requests in the gateway; the floor is about CPU per request, not about that.
+    config = GatewayConfig(
+        engines=(EngineSpec(name="main", model="demo", served_model_name="slagate-demo",
+                            classes=CLASSES, warmup=WarmupSpec(ladder=(32, 64)),
+                            args={"max_num_seqs": max_num_seqs}),),
+        scheduler=SchedulerConfig(reserved_slots=0, top_class_headroom=0,
+                                  controller=ControllerConfig(enabled=False)))
     profile = dataclasses.replace(DEFAULT_PROFILE, zero_cost=zero_cost,
                                   max_num_seqs=max_num_seqs)
     engine = (NullEngine if null else _DemoSimEngine)("main", "slagate-demo", profile)
