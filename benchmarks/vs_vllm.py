@@ -10,7 +10,7 @@ of 256-in/64-out on this box, so 30 is taken as its capacity) with the same seed
 30 s / 1 s):
 
 - ``vllm``: ``python -m vllm.entrypoints.openai.api_server``, same engine args;
-- ``fcfs``: the gateway in FCFS mode (``added_latency.fcfs_config``: one class, no
+- ``fcfs``: the gateway in FCFS mode (``added_latency.fcfs_config``: classes alike, no
   controller), the fair comparison for item 4 (output tokens/s >= vLLM's at each load);
 - ``sla``: the gateway with ``benchmarks/sla-cpu.yaml`` (classes, priorities,
   controller): what the SLA scheduling does to goodput per class past capacity.
