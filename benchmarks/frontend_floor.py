@@ -33,6 +33,7 @@ from typing import Any
 import psutil
 
 from benchmarks.common import PY, ROOT, Server, start
+from loadtest.launcher import free_port
 
 WRK_LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -129,8 +130,10 @@ def main() -> None:
          True, 0),
     ]
     results["high"] = args.high_concurrency
-    for port, (name, module, extra, env, plain, high) in enumerate(runs, start=8461):
-        server = serve(name, module, port, args.out, *extra, env=env)
+    for name, module, extra, env, plain, high in runs:
+        # A fresh free port each: a server left over on a fixed port would answer
+        # the readiness probe in the new one's place.
+        server = serve(name, module, free_port(), args.out, *extra, env=env)
         try:
             results[name] = measure(server, args.duration, args.out, plain, high)
         finally:

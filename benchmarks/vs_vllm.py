@@ -64,9 +64,16 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="keep the series already in OUT (after a run broke off)")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs/benchmarks/vs-vllm-sweep.png")
+    parser.add_argument("--report-only", action="store_true",
+                        help="print and plot OUT/vs_vllm.json again, run nothing")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
     rates = [round(float(f) * args.capacity, 2) for f in args.factors.split(",")]
+    if args.report_only:
+        done = json.loads((args.out / "vs_vllm.json").read_text())
+        print(report(done, rates))
+        plot(done, args.capacity, args.plot)
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
     model = demo_model()
     results: dict[str, Any] = {}
     for series in args.series.split(","):
@@ -138,7 +145,7 @@ def plot(results: dict[str, Any], capacity: float, path: Path) -> None:
                     styles[series], lw=widths[series], marker=".", label=LABELS[series])
     for ax in (good_ax, tok_ax):
         ax.axvline(capacity, color="grey", lw=0.8, ls=":")
-        ax.set_xlabel("offered load, req/s (256-in/64-out; dotted: vLLM capacity)")
+        ax.set_xlabel("offered load, req/s (256-in/64-out; dotted: --capacity)")
         ax.grid(alpha=0.3)
     good_ax.set_ylabel("goodput, req/s within class SLOs")
     good_ax.set_title("Goodput per class vs offered load")
