@@ -79,7 +79,9 @@ async def run(argv: list[str], engine_args: dict[str, Any], model: str, out: Pat
         elapsed = time.perf_counter() - start
     finally:
         llm.shutdown()
-    ttft, itl, tokens, last = [], [], 0, start
+    ttft: list[float] = []
+    itl: list[float] = []
+    tokens, last = 0, start
     for request, (sent, stamps) in zip(workload.requests, results, strict=True):
         if request.warmup or not stamps:
             continue
