@@ -16,12 +16,14 @@ client that takes no data for ``server.write_timeout_s`` is cut
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import uuid
 from collections.abc import Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, replace
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -31,6 +33,7 @@ from engines.protocol import Engine, EngineDeadError, EngineError, GenerationReq
 from engines.supervisor import EngineSupervisor
 from gateway.auth import PRINCIPAL, Principal
 from gateway.classes import resolve_class
+from gateway.coalesce import coalesced
 from gateway.config import GatewayConfig, SLAClass
 from gateway.errors import (
     APIError,
@@ -115,6 +118,7 @@ class CompletionService:
         # The watchdog looks every quarter of the shorter limit (at most 1 s late).
         self._watch_period_s = max(0.005, min(1.0, min(self._stall_s, self._write_s) / 4))
         self.quotas = quotas if quotas is not None else LocalQuotas()
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "completion")
@@ -208,7 +212,7 @@ class CompletionService:
                 used = 0 if transcript is None else (transcript.prompt_tokens
                                                      + transcript.completion_tokens)
                 self.quotas.release(quota, time.monotonic(), used)
-            self.metrics.requests.labels(label, outcome).inc()
+            self._child(self.metrics.requests, label, outcome).inc()
             if ticket is None or shed:
                 # Answered without ever entering a queue.
                 self.metrics.refused.labels(label, outcome).inc()
@@ -243,7 +247,7 @@ class CompletionService:
             raise QueueTimeout(f"Request {exc}.", reason="queue_timeout",
                                retry_after_s=sla.queue_timeout_s) from None
         assert ticket.granted_at is not None
-        self.metrics.queue_wait.labels(sla.name).observe(ticket.granted_at - ticket.arrival)
+        self._child(self.metrics.queue_wait, sla.name).observe(ticket.granted_at - ticket.arrival)
         return self.pool.engine(name)
 
     async def _prepare(self, parsed: ParsedRequest, model: ServedModel,
@@ -271,10 +275,13 @@ class CompletionService:
         if len(ids) + max_tokens > model.max_model_len:
             raise ContextTooLong(len(ids), max_tokens, model.max_model_len)
         prefix = "cmpl" if parsed.kind == "completion" else "chatcmpl"
+        sampling = parsed.sampling
+        if sampling.max_tokens != max_tokens:
+            sampling = replace(sampling, max_tokens=max_tokens)  # ~10 us: only when needed
         return GenerationRequest(
-            request_id=f"{prefix}-{uuid.uuid4().hex}",
+            request_id=f"{prefix}-{_request_id()}",
             prompt_token_ids=ids,
-            sampling=replace(parsed.sampling, max_tokens=max_tokens),
+            sampling=sampling,
             priority=sla.priority,
         )
 
@@ -310,7 +317,7 @@ class CompletionService:
             with Watchdog(self._watch_period_s) as watch:
                 async with aclosing(engine.generate(generation)) as deltas:
                     watch.expect(_ENGINE, self._stall_s)
-                    async for delta in deltas:
+                    async for delta in coalesced(deltas, request.transport):
                         watch.expect(_CLIENT, self._write_s)
                         if response is None:
                             # Headers go out with the first token: an engine failure
@@ -405,25 +412,34 @@ class CompletionService:
         except (ConnectionResetError, RuntimeError):
             pass  # the client is gone already: nobody left to tell
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: prometheus_client re-checks the
+        labels and takes a lock on every ``labels`` call."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def _observe(self, sla: SLAClass, engine: Engine, transcript: Transcript,
                  timer: _Timer, ticket: Ticket) -> None:
-        m, name = self.metrics, sla.name
-        m.tokens.labels(name, "prompt").inc(transcript.prompt_tokens)
+        m, name, child = self.metrics, sla.name, self._child
+        child(m.tokens, name, "prompt").inc(transcript.prompt_tokens)
         if timer.first is None:
             return
         ttft = timer.first - timer.arrival
         e2e = timer.last - timer.arrival
-        m.ttft.labels(name).observe(ttft)
+        child(m.ttft, name).observe(ttft)
         if ticket.granted_at is not None:
             # Engine-side: grant -> first token, without the time queued here.
-            m.engine_ttft.labels(engine.name).observe(timer.first - ticket.granted_at)
-        m.e2e.labels(name).observe(e2e)
+            child(m.engine_ttft, engine.name).observe(timer.first - ticket.granted_at)
+        child(m.e2e, name).observe(e2e)
         met = ttft * 1000 <= sla.ttft_target_ms
         if timer.tokens > 1:
             tpot = (e2e - ttft) / (timer.tokens - 1)
-            m.tpot.labels(name).observe(tpot)
+            child(m.tpot, name).observe(tpot)
             met = met and tpot * 1000 <= sla.tpot_target_ms
-        (m.slo_met if met else m.slo_missed).labels(name).inc()
+        child(m.slo_met if met else m.slo_missed, name).inc()
         if self.supervisor is not None:
             self.supervisor.note_completed(engine.name)
 
@@ -448,6 +464,16 @@ class _Timer:
         self.last = now
         self.tokens += count
         return first
+
+
+# Request ids: 32 hex digits like a uuid4's, from a random per-process prefix and a
+# counter (uuid4 reads os.urandom on every call).
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_COUNTER = itertools.count()
+
+
+def _request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def _queue_budget(sla: SLAClass, client_ms: int | None) -> float:

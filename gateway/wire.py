@@ -58,6 +58,7 @@ class Transcript:
         self.include_usage = include_usage
         self.choices = [_Choice() for _ in range(n)]
         self._object = "text_completion" if kind == "completion" else "chat.completion.chunk"
+        self._head = self._tail = b""  # the chunk envelope, rendered on first use
 
     @property
     def completion_tokens(self) -> int:
@@ -108,7 +109,14 @@ class Transcript:
             body = {"index": delta.index, "delta": message, "logprobs": logprobs,
                     "finish_reason": finish}
         choice.started = True
-        return sse(self._envelope([body], usage=None))
+        if not self._head:
+            # Every chunk repeats the same envelope around its one choice: render
+            # it once and splice each choice in (the same bytes as dumping the
+            # whole dict: orjson writes keys in insertion order).
+            envelope = orjson.dumps(self._envelope([], usage=None))
+            cut = envelope.index(b'"choices":[]') + len(b'"choices":[')
+            self._head, self._tail = b"data: " + envelope[:cut], envelope[cut:] + b"\n\n"
+        return self._head + orjson.dumps(body) + self._tail
 
     def usage_chunk(self) -> bytes:
         return sse(self._envelope([], usage=self.usage()))

@@ -87,6 +87,7 @@ class Scheduler:
         self._granted: dict[str, Ticket] = {}
         self._seq = itertools.count()
         self._ttft = {c.name: deque[float](maxlen=_RECENT_TTFT) for c in classes}
+        self._queued = 0  # tickets in all queues: the idle checks below are O(1)
 
     # -- arrivals ------------------------------------------------------------------
 
@@ -116,6 +117,7 @@ class Scheduler:
             # time: no banked share for the time it had nothing to send.
             self._pass[policy.name] = max(self._pass[policy.name], self._vtime)
         queue.push(ticket)
+        self._queued += 1
         heapq.heappush(self._deadlines, (ticket.deadline, ticket.seq, ticket))
         return None
 
@@ -131,6 +133,8 @@ class Scheduler:
     def predicted_wait(self, policy: ClassPolicy, now: float) -> float | None:
         """Seconds a new ticket of this class would wait, or None if unknown."""
         engines = policy.engines & self.healthy
+        if not self._queued and any(self.inflight[e] < self.limit(e) for e in engines):
+            return 0.0  # nothing ahead and a free slot: the common case, answered at once
         ahead = sum(len(self.queues[c.name]) for c in self.classes.values()
                     if c.rank <= policy.rank and c.engines & engines)
         free = sum(max(0, self.limit(e) - self.inflight[e]) for e in engines)
@@ -149,7 +153,11 @@ class Scheduler:
     def dispatch(self, now: float) -> list[Ticket]:
         """Grant every ticket that can run now; each gets ``engine`` set."""
         grants: list[Ticket] = []
+        if not self._queued:
+            return grants  # nothing queued (most releases): nothing to grant or note
         while True:
+            if grants and not self._queued:
+                return grants  # the queues are empty: nothing is held back either
             # Past the limit only the top class may go (headroom); _usable decides.
             free = {e for e in self.healthy if self.inflight[e] < self._ceiling(e)}
             picked = self._select(now, free) if free else None
@@ -216,6 +224,7 @@ class Scheduler:
     def _grant(self, ticket: Ticket, policy: ClassPolicy, engine: str, now: float) -> None:
         queue = self.queues[policy.name]
         queue.remove(ticket)
+        self._queued -= 1
         queue.charge(ticket)
         ticket.state = TicketState.GRANTED
         ticket.engine = engine
@@ -268,6 +277,7 @@ class Scheduler:
         if ticket.state is not TicketState.QUEUED:
             return False
         self.queues[ticket.sla_class].remove(ticket)
+        self._queued -= 1
         ticket.state = TicketState.DONE
         self.counters[ticket.sla_class]["cancelled"] += 1
         self._prune_retired()
@@ -280,6 +290,7 @@ class Scheduler:
             _, _, ticket = heapq.heappop(self._deadlines)
             if ticket.state is TicketState.QUEUED:
                 self.queues[ticket.sla_class].remove(ticket)
+                self._queued -= 1
                 ticket.state = TicketState.DONE
                 self.counters[ticket.sla_class]["expired"] += 1
                 expired.append(ticket)
@@ -356,7 +367,7 @@ class Scheduler:
     # -- state ----------------------------------------------------------------------
 
     def queued(self) -> int:
-        return sum(len(q) for q in self.queues.values())
+        return self._queued
 
     def snapshot(self) -> SchedulerSnapshot:
         classes = []

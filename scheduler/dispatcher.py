@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterable, Sequence
 
 from scheduler.admission import Rejection
@@ -47,6 +48,7 @@ class Dispatcher:
         self._waiters: dict[str, asyncio.Future[str]] = {}
         self._wake = asyncio.Event()
         self._on_change = on_change  # e.g. refresh gauges
+        self._next_wake = math.inf  # when ``run`` wakes next, on the ``now()`` clock
 
     def now(self) -> float:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
@@ -65,7 +67,10 @@ class Dispatcher:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters[ticket.id] = future
         self._dispatch()
-        self._wake.set()  # a new deadline may be the nearest
+        if ticket.state is TicketState.QUEUED and ticket.deadline < self._next_wake:
+            # Its deadline is nearer than the timers' next wake-up. Only then:
+            # waking the timer task on every arrival cost a loop pass per request.
+            self._wake.set()
         try:
             return await future
         except asyncio.CancelledError:
@@ -127,6 +132,7 @@ class Dispatcher:
                 self._on_change()
             deadline = self.scheduler.next_deadline()
             wait = interval if deadline is None else min(interval, max(0.0, deadline - now))
+            self._next_wake = now + wait
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.001))

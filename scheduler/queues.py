@@ -63,8 +63,17 @@ class ClassQueue:
     def remove(self, ticket: Ticket) -> None:
         """Take a queued ticket out (cancel, expiry, grant). Caller sets its state."""
         del self._ids[ticket.id]
-        self._tenants[ticket.tenant].live -= 1
+        tenant = self._tenants[ticket.tenant]
+        tenant.live -= 1
+        if not tenant.live:
+            tenant.heap.clear()  # only removed tickets are left in it
         self.queued_tokens -= ticket.cost
+        # Drop removed tickets from the head of the arrival order now: ``oldest``
+        # only runs when a lower-ranked class competes, so with one busy class
+        # nothing else would ever trim it (it held every ticket ever granted).
+        arrivals = self._arrivals
+        while arrivals and arrivals[0].id not in self._ids:
+            arrivals.popleft()
 
     def peek(self) -> Ticket | None:
         """The next ticket by tenant fairness, then deadline; None when empty."""
