@@ -49,8 +49,17 @@ async def test_telemetry_context_owns_the_watcher_and_the_gpu_session() -> None:
             await asyncio.sleep(0.01)
         lag_tasks = [t for t in asyncio.all_tasks() if t.get_name() == "loop-lag"]
         assert len(lag_tasks) == 1
+        before = value(metrics.registry, "gateway_asyncio_tasks")
+        assert before == len(asyncio.all_tasks()) >= 2  # this test's task and the watcher
+        extra = [asyncio.create_task(asyncio.sleep(10)) for _ in range(5)]
+        assert value(metrics.registry, "gateway_asyncio_tasks") == before + 5
+        for t in extra:
+            t.cancel()
+        await asyncio.gather(*extra, return_exceptions=True)
+        assert value(metrics.registry, "gateway_asyncio_tasks") == before
     finally:
         await runner.cleanup()
     assert lag_tasks[0].done()
     assert nvml.shutdowns == 1
     assert series(metrics.registry, "gateway_gpu_memory_total_bytes") == []
+    assert series(metrics.registry, "gateway_asyncio_tasks") == []
