@@ -22,6 +22,7 @@ Prints the figures and writes ``report.json``; nothing here is a pass/fail test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import threading
@@ -38,6 +39,10 @@ from benchmarks.common import ROOT, Server, demo_model, gateway, loadtest
 
 MIX = "interactive=0.2,batch=0.8"
 PROBES = ("/metrics", "/health/ready", "/health/live")
+# Health is probed every 100 ms (a load balancer's tightest check); /metrics every second,
+# already 15x Prometheus' default scrape interval: rendering every series takes the
+# loop ~10 ms, so a 10 Hz scrape would itself be a tenth of the load it measures.
+PERIOD_S = {"/metrics": 1.0, "/health/ready": 0.1, "/health/live": 0.1}
 
 
 # -- what the gateway process says about itself ---------------------------------------------
@@ -128,19 +133,16 @@ class Sampler:
         self._thread.join(30)
 
 
-def probe_latency(url: str) -> Callable[[], dict[str, Any]]:
+def probe_latency(url: str, path: str) -> Callable[[], dict[str, Any]]:
     session = requests.Session()
 
     def sample() -> dict[str, Any]:
-        row: dict[str, Any] = {}
-        for path in PROBES:
-            sent = time.perf_counter()
-            try:
-                status = session.get(url + path, timeout=10).status_code
-            except requests.RequestException:
-                status = 0
-            row[path] = (time.perf_counter() - sent, status)
-        return row
+        sent = time.perf_counter()
+        try:
+            status = session.get(url + path, timeout=10).status_code
+        except requests.RequestException:
+            status = 0
+        return {"s": time.perf_counter() - sent, "status": status}
 
     return sample
 
@@ -164,6 +166,10 @@ def ms(values: list[float]) -> dict[str, float | None]:
             "max": float(arr.max())}
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
 def rejection_latency(run_dir: Path) -> dict[str, Any]:
     """Client-side time from send to a 429/503 answer, from the run's requests.csv."""
     seconds, count = [], 0
@@ -178,10 +184,15 @@ def rejection_latency(run_dir: Path) -> dict[str, Any]:
 # -- the two scenarios -----------------------------------------------------------------------
 
 def overload(gw: Server, model: str, out: Path, rps: float, duration: float) -> dict[str, Any]:
-    with Sampler(probe_latency(gw.url), 0.1) as probes, \
-            Sampler(queue_depths(gw.url), 0.25) as queues:
+    probes = {p: Sampler(probe_latency(gw.url, p), PERIOD_S[p]) for p in PROBES}
+    with contextlib.ExitStack() as stack:
+        for sampler in probes.values():
+            stack.enter_context(sampler)
+        queues = stack.enter_context(Sampler(queue_depths(gw.url), 0.25))
+        before = scrape(gw.url)
         summary = loadtest(gw.url, out / "overload", rps, duration, model, MIX,
                            "--warmup-s", "0")
+        after = scrape(gw.url)
     peaks: dict[str, dict[str, int]] = {}
     for row in queues.rows:
         for name, value in row.items():
@@ -198,9 +209,11 @@ def overload(gw: Server, model: str, out: Path, rps: float, duration: float) -> 
         "output_tokens_per_s": summary["overall"]["output_tokens_per_s"],
         "queues": peaks,
         "rejection_ms": rejection_latency(out / "overload"),
-        "probe_ms": {p: ms([r[p][0] for r in probes.rows]) for p in PROBES},
-        "probe_non_200": {p: sum(r[p][1] != 200 for r in probes.rows) for p in PROBES},
-        "probes": len(probes.rows),
+        "probe_ms": {p: ms([r["s"] for r in probes[p].rows]) for p in PROBES},
+        "probe_non_200": {p: sum(r["status"] != 200 for r in probes[p].rows) for p in PROBES},
+        "probes": {p: len(probes[p].rows) for p in PROBES},
+        "event_loop_lag_p99_ms": _ms(histogram_quantile(
+            before, after, "gateway_event_loop_lag_seconds", 0.99)),
     }
 
 
@@ -243,7 +256,7 @@ def soak(gw: Server, model: str, out: Path, rps: float, duration: float,
         "client_errors": summary["overall"]["errors"],
         "hung_up": detail.get("cancelled"),
         "output_tokens_per_s": summary["overall"]["output_tokens_per_s"],
-        "event_loop_lag_p99_ms": None if lag is None else lag * 1000,
+        "event_loop_lag_p99_ms": _ms(lag),
         "rss_mb": {"baseline": baseline["rss_bytes"] / 2**20,
                    "after_warmup": warm["rss_bytes"] / 2**20 if warm else None,
                    "end": rss[-1] / 2**20 if rss else None,
