@@ -45,6 +45,7 @@ from gateway.errors import (
     Unauthorized,
     Unavailable,
 )
+from gateway.gc_policy import CollectorPolicy
 from gateway.lifecycle import Lifecycle
 from gateway.logsafe import one_line
 from gateway.metrics import GatewayMetrics
@@ -73,6 +74,7 @@ class GatewayState:
     timers: asyncio.Task[None] | None = None
     supervisor: EngineSupervisor | None = None
     supervision: asyncio.Task[None] | None = None
+    collector: asyncio.Task[None] | None = None  # gc_policy's full collections
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -250,7 +252,8 @@ async def _engines_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(_start(state), name="engine-startup")
     yield
     # The supervisor first: a replacement it is starting must not outlive the pool.
-    tasks = [t for t in (state.supervision, task, state.timers) if t is not None]
+    tasks = [t for t in (state.supervision, task, state.timers, state.collector)
+             if t is not None]
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -279,6 +282,11 @@ async def _start(state: GatewayState) -> None:
         # own server does the same).
         gc.collect()
         gc.freeze()
+        # From here full collections run when nothing is queued (gc_policy).
+        scheduler = dispatcher.scheduler
+        state.collector = asyncio.create_task(
+            CollectorPolicy(state.metrics.observe_gc_pause).run(
+                lambda: scheduler.queued() == 0), name="gc-policy")
         state.lifecycle.mark_ready()
         state.metrics.ready.set(1)
     except Exception as exc:

@@ -74,6 +74,11 @@ class GatewayMetrics:
         self.loop_lag = Histogram("gateway_event_loop_lag_seconds",
                                   "How late the event loop woke a sleeping task",
                                   buckets=LOOP_LAG_BUCKETS, registry=r)
+        # Collector pauses by generation (gateway/gc_policy.py): each stops the loop.
+        self.gc_pause = Histogram("gateway_gc_pause_seconds",
+                                  "Cyclic garbage collector pauses, by generation",
+                                  ["generation"], buckets=LOOP_LAG_BUCKETS, registry=r)
+        self.gc_pause_children = [self.gc_pause.labels(str(g)) for g in range(3)]
         register_process_metrics(r)
         self.config_reloads = Counter("gateway_config_reloads", "Config reloads by result",
                                       ["result"], registry=r)
@@ -82,6 +87,9 @@ class GatewayMetrics:
         self.config_info = Gauge("gateway_config_info",
                                  "1 for the config being served: its reload generation and "
                                  "the sha256 of its file", ["generation", "sha256"], registry=r)
+
+    def observe_gc_pause(self, generation: int, seconds: float) -> None:
+        self.gc_pause_children[generation].observe(seconds)
 
     def config_loaded(self, generation: int, digest: str) -> None:
         """Point ``gateway_config_info`` at the config now served."""

@@ -153,6 +153,11 @@ class CompletionService:
             label = sla.name
             deadline = arrival + _queue_budget(
                 sla, parse_deadline_ms(request.headers.getall("X-Request-Deadline-Ms", [])))
+            try:
+                # Shed now if its size cannot matter: no tokenizing for a 429.
+                self.dispatcher.precheck(sla.name, deadline)
+            except Rejected as exc:
+                raise self._shed(sla, exc) from None
             generation = await self._prepare(parsed, model, sla)
             quota = self._try_quota(principal, sla, generation)
             with self.lifecycle.track():
@@ -235,13 +240,7 @@ class CompletionService:
         try:
             name = await self.dispatcher.acquire(ticket)
         except Rejected as exc:
-            r = exc.rejection
-            self.metrics.rejections.labels(sla.name, r.reason).inc()
-            if r.reason == "no_engine":
-                # Not load: every engine of the class is down (restarting).
-                raise Unavailable(r.message, reason=r.reason,
-                                  retry_after_s=r.retry_after_s) from None
-            raise Overloaded(r.message, reason=r.reason, retry_after_s=r.retry_after_s) from None
+            raise self._shed(sla, exc) from None
         except Expired as exc:
             self.metrics.rejections.labels(sla.name, "queue_timeout").inc()
             raise QueueTimeout(f"Request {exc}.", reason="queue_timeout",
@@ -249,6 +248,15 @@ class CompletionService:
         assert ticket.granted_at is not None
         self._child(self.metrics.queue_wait, sla.name).observe(ticket.granted_at - ticket.arrival)
         return self.pool.engine(name)
+
+    def _shed(self, sla: SLAClass, exc: Rejected) -> APIError:
+        """The answer to a ticket the scheduler refused at admission."""
+        r = exc.rejection
+        self._child(self.metrics.rejections, sla.name, r.reason).inc()
+        if r.reason == "no_engine":
+            # Not load: every engine of the class is down (restarting).
+            return Unavailable(r.message, reason=r.reason, retry_after_s=r.retry_after_s)
+        return Overloaded(r.message, reason=r.reason, retry_after_s=r.retry_after_s)
 
     async def _prepare(self, parsed: ParsedRequest, model: ServedModel,
                        sla: SLAClass) -> GenerationRequest:

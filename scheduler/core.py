@@ -121,6 +121,31 @@ class Scheduler:
         heapq.heappush(self._deadlines, (ticket.deadline, ticket.seq, ticket))
         return None
 
+    def precheck(self, sla_class: str, deadline: float, now: float) -> Rejection | None:
+        """Shed a request of this class before its prompt is tokenized, or None.
+
+        The admission checks that need no token count (no engine, queue full,
+        predicted wait past ``deadline``), counted as ``submit`` counts a
+        rejection. None does not admit: ``submit`` decides, with the ticket.
+        """
+        policy = self.classes.get(sla_class)
+        if policy is None or sla_class in self._retired:
+            return None  # submit refuses it (no_class) with the ticket
+        if not policy.engines & self.healthy:
+            rejection: Rejection | None = Rejection(
+                "no_engine", 5.0, f"No healthy engine serves {policy.name!r}.")
+        elif not self._queued:
+            return None  # nothing queued: nothing to wait behind (the common case)
+        else:
+            queue = self.queues[sla_class]
+            rejection = check_admission(policy, len(queue), queue.queued_tokens, None,
+                                        self.predicted_wait(policy, now), now, deadline)
+        if rejection is not None:
+            counters = self.counters[sla_class]
+            counters["submitted"] += 1
+            counters[f"rejected:{rejection.reason}"] += 1
+        return rejection
+
     def _refuse_removed(self, ticket: Ticket) -> Rejection:
         # Its class was resolved just before a reload removed it.
         counters = self.counters.setdefault(ticket.sla_class, Counter())

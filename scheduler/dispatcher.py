@@ -81,6 +81,14 @@ class Dispatcher:
                 self.release(ticket, "abandoned")
             raise
 
+    def precheck(self, sla_class: str, deadline: float) -> None:
+        """Raise ``Rejected`` if a request of this class would be shed whatever
+        its size (see ``Scheduler.precheck``); cheap enough to run before the
+        prompt is tokenized."""
+        rejection = self.scheduler.precheck(sla_class, deadline, self.now())
+        if rejection is not None:
+            raise Rejected(rejection)
+
     def first_token(self, ticket: Ticket) -> None:
         self.scheduler.first_token(ticket, self.now())
 

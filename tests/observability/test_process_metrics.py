@@ -53,3 +53,32 @@ def test_children_cpu_and_memory_are_summed(busy_child: subprocess.Popen[str]) -
     busy_child.kill()
     busy_child.wait()
     assert value(r, "gateway_child_processes") == before - 1
+
+
+def test_child_list_is_cached_and_refreshed(busy_child: subprocess.Popen[str]) -> None:
+    """The descendant list is read once per ``refresh_s`` (it scans /proc), and again
+    at once when a listed child has gone."""
+    from prometheus_client import CollectorRegistry
+
+    from gateway.process_metrics import ChildProcessCollector
+
+    now = [0.0]
+    registry = CollectorRegistry()
+    registry.register(ChildProcessCollector(psutil.Process(), refresh_s=10.0,
+                                            clock=lambda: now[0]))
+    listed = value(registry, "gateway_child_processes")
+    assert listed >= 1
+    late = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        now[0] = 5.0  # inside the refresh period: the new child is not listed yet
+        assert value(registry, "gateway_child_processes") == listed
+        now[0] = 10.0
+        assert value(registry, "gateway_child_processes") == listed + 1
+        busy_child.kill()
+        busy_child.wait()
+        now[0] = 11.0  # a listed child is gone: skipped now, the list is read again next
+        assert value(registry, "gateway_child_processes") == listed
+        assert value(registry, "gateway_child_processes") == listed
+    finally:
+        late.kill()
+        late.wait()

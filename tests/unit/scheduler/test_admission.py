@@ -129,3 +129,50 @@ def test_set_healthy_ignores_unknown_engines() -> None:
     s = scheduler([policy("c")], {"a": 2})
     s.set_healthy(["a", "ghost"])
     assert s.healthy == {"a"}
+
+
+def test_precheck_sheds_a_full_queue_before_the_ticket_exists() -> None:
+    """What does not depend on the prompt's size is decided before tokenizing,
+    with the same reason, Retry-After and counters as ``submit``."""
+    s = scheduler([policy("c", max_queue=3)], {"a": 1})
+    now = drained_at_one_per_second(s, "c")
+    assert s.precheck("c", now + 30, now) is None  # nothing queued: not shed
+    holder = ticket("c", arrival=now)
+    s.submit(holder, now)
+    s.dispatch(now)
+    for _ in range(2):
+        s.submit(ticket("c", arrival=now), now)
+    assert s.precheck("c", now + 30, now) is None  # room for one more
+    s.submit(ticket("c", arrival=now), now)
+    r = s.precheck("c", now + 30, now)
+    assert r is not None and r.reason == "queue_full" and r.retry_after_s == 4
+    assert r == s.submit(ticket("c", arrival=now), now)
+    assert s.counters["c"]["rejected:queue_full"] == 2
+    reconciles(s)
+
+
+def test_precheck_sheds_a_predicted_wait_past_the_deadline() -> None:
+    s = scheduler([policy("c")], {"a": 1})
+    now = drained_at_one_per_second(s, "c")
+    s.submit(ticket("c", arrival=now), now)
+    s.dispatch(now)
+    for _ in range(4):
+        s.submit(ticket("c", arrival=now), now)
+    # Four ahead, draining 1/s: ~5 s.
+    assert s.precheck("c", now + 5.1, now) is None
+    r = s.precheck("c", now + 4.9, now)
+    assert r is not None and r.reason == "predicted_wait" and r.retry_after_s == 5
+    reconciles(s)
+
+
+def test_precheck_leaves_the_token_budget_and_unknown_classes_to_submit() -> None:
+    s = scheduler([policy("c", max_queued_tokens=100)], {"a": 1})
+    s.submit(ticket("c", prompt_tokens=25, max_tokens=25), 0.0)
+    s.submit(ticket("c", prompt_tokens=25, max_tokens=25), 0.0)
+    assert s.queues["c"].queued_tokens == 100
+    assert s.precheck("c", 30.0, 0.0) is None  # the size is not known yet
+    assert s.precheck("gone", 30.0, 0.0) is None  # submit answers no_class
+    s.set_healthy([])
+    r = s.precheck("c", 30.0, 0.0)
+    assert r is not None and r.reason == "no_engine"
+    reconciles(s)
