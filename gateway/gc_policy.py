@@ -7,11 +7,11 @@ under overload the heap fills again with *queued requests* — each an aiohttp
 request, its task and coroutine, the parsed body, token ids, a ticket, a future.
 Measured at 2x capacity with 2,000 requests queued (demo model, CPU box): one
 automatic full collection stopped the loop for 148 ms, and CPython's default
-young thresholds (700, 10) gave gen-1 pauses of 10–30 ms.
+young thresholds (700, 10) gave gen-1 pauses of 10-30 ms.
 
 The policy here:
 * young collections stay automatic but smaller: gen 1 every ``GEN1_EVERY``
-  young collections instead of 10 (gen-1 pauses p50 3.5 ms instead of 10–15);
+  young collections instead of 10 (gen-1 pauses p50 3.5 ms instead of 10-15);
 * automatic full collections are off (a threshold no run reaches); the gateway
   runs them itself, when nothing is queued (the heap holds only requests in
   flight, so the pause is short) at most every ``idle_every_s``, and regardless

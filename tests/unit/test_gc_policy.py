@@ -21,7 +21,7 @@ def test_install_takes_the_thresholds_and_observes_pauses() -> None:
     policy = CollectorPolicy(lambda gen, s: seen.append((gen, s)))
     old = policy.install()
     try:
-        gen0, gen1, gen2 = gc.get_threshold()
+        _gen0, gen1, gen2 = gc.get_threshold()
         assert gen1 == GEN1_EVERY and gen2 > 1_000_000  # no automatic full collection
         gc.collect(0)
         gc.collect(1)
