@@ -19,7 +19,7 @@ controller's limit and observed TTFT per engine, queue depths per class). Every 
 writes ``results.json`` as it finishes, so a cut-off run keeps what it measured.
 
     python3 -m benchmarks.gpu_headline --model /abs/dsk7b --out /tmp/h100/main [--smoke]
-        [--phases fcfs,prio,gw1,gw2,fcfs_sweep]   (also: gw1_nosweep, gw1_floor128)
+        [--phases fcfs,prio,gw1,gw2,fcfs_sweep]   (also: gw1_nosweep, gw1_floor128, gw1_overload)
 
 How it gets there: in the session's checkout, ``PY_TOK=$PWD/.venv/bin/python bash
 ../shared/gpu/prepare.sh . .gpu`` (vLLM 0.26 for the H100, its deps, the model folder;
@@ -252,6 +252,35 @@ def phase_gateway(run: Run, name: str, template: str, sweep: bool,
         stop(server)
 
 
+def overload_on(run: Run, server: Server, duration: float = 60) -> None:
+    """Issue #5's overload figures where the gateway has CPU cores of its own: 2x the
+    capacity plain vLLM FCFS showed at 50 req/s (40 req/s if that phase did not run),
+    probed as ``benchmarks.reliability`` does (health at 10 Hz, /metrics at 1 Hz)."""
+    from benchmarks.reliability import overload
+
+    fcfs = run.results["phases"].get("vllm-fcfs-50")
+    capacity = fcfs["summary"]["overall"]["request_throughput"] if fcfs else 40.0
+    rps = round(2 * capacity, 1)
+    report = overload(server, run.model, run.out, rps, duration, load=lambda _dir: run.loadtest(
+        server.url, "overload", rps, "--warmup-s", "0", *run.slos(), duration=duration))
+    report["capacity_rps"] = capacity
+    run.results["overload"] = report
+    run.save()
+    print(json.dumps(report, indent=1), flush=True)
+
+
+def phase_gateway_then_overload(run: Run) -> None:
+    """The one-engine headline at 50 req/s, then the overload, on one gateway start (a
+    device call's ten minutes hold one vLLM start and one gateway start, not two)."""
+    server = gateway(run, "gw1", "gateway-1engine.yaml")
+    try:
+        with SlaPoller(server.url, run.out / "sla_gw1.csv"):
+            run.loadtest(server.url, "gw1-50", 50, *run.slos())
+        overload_on(run, server)
+    finally:
+        stop(server)
+
+
 def phase_fcfs_sweep(run: Run) -> None:
     server = plain_vllm(run, "vllm-fcfs-b")
     try:
@@ -301,6 +330,7 @@ def main() -> None:
         "gw1_floor128": lambda r: phase_gateway(r, "gw1f128", "gateway-1engine.yaml",
                                                 sweep=False, controller={"min_limit": 128}),
         "fcfs_sweep": phase_fcfs_sweep,
+        "gw1_overload": phase_gateway_then_overload,
     }
     t0 = time.time()
     for name in args.phases.split(","):
