@@ -158,11 +158,13 @@ class Scheduler:
     def predicted_wait(self, policy: ClassPolicy, now: float) -> float | None:
         """Seconds a new ticket of this class would wait, or None if unknown."""
         engines = policy.engines & self.healthy
-        if not self._queued and any(self.inflight[e] < self.limit(e) for e in engines):
+        if not self._queued and any(self._usable(e, policy) for e in engines):
             return 0.0  # nothing ahead and a free slot: the common case, answered at once
         ahead = sum(len(self.queues[c.name]) for c in self.classes.values()
                     if c.rank <= policy.rank and c.engines & engines)
-        free = sum(max(0, self.limit(e) - self.inflight[e]) for e in engines)
+        # The slots this class may take (as dispatch sees them): the top class's
+        # headroom past the limit counts, the reserved ones do not for the others.
+        free = sum(max(0, self._class_limit(e, policy) - self.inflight[e]) for e in engines)
         if ahead < free:
             return 0.0
         rates = [r for e in engines if (r := self._drain[e].rate(now)) is not None]
@@ -236,11 +238,13 @@ class Scheduler:
         ``max_num_seqs``), so a burst of it never waits behind a full batch, nor
         behind a limit the controller just cut below what is already running.
         """
+        return self.inflight[engine] < self._class_limit(engine, policy)
+
+    def _class_limit(self, engine: str, policy: ClassPolicy) -> int:
+        """The in-flight count below which a ticket of this class may start there."""
         if policy.rank > self._top_rank[engine]:
-            limit = max(1, self.limit(engine) - self.settings.reserved_slots)
-        else:
-            limit = self._ceiling(engine)
-        return self.inflight[engine] < limit
+            return max(1, self.limit(engine) - self.settings.reserved_slots)
+        return self._ceiling(engine)
 
     def _ceiling(self, engine: str) -> int:
         return min(self.controllers[engine].max_limit,

@@ -176,3 +176,35 @@ def test_precheck_leaves_the_token_budget_and_unknown_classes_to_submit() -> Non
     r = s.precheck("c", 30.0, 0.0)
     assert r is not None and r.reason == "no_engine"
     reconciles(s)
+
+
+def test_predicted_wait_counts_the_top_class_headroom() -> None:
+    """Found on the H200: with the batch filling the engine to its limit and a slow
+    measured drain, interactive requests were shed (predicted_wait) though dispatch
+    would have started them at once in the top class's headroom past the limit."""
+    from scheduler.policy import ControllerSettings
+
+    s = scheduler([policy("interactive", queue_timeout_s=2.0),
+                   policy("batch", rank=1, queue_timeout_s=60.0)], {"a": 16},
+                  top_class_headroom=2,
+                  controller=ControllerSettings(enabled=False, initial_limit=4, min_limit=1))
+    for i in range(4):
+        t = ticket("batch", arrival=float(i))
+        assert s.submit(t, float(i)) is None
+        assert s.dispatch(float(i)) == [t]
+    s.release(t, 5.0)  # one release in 10 s: a drain rate of 0.1/s
+    t = ticket("batch", arrival=5.0)
+    s.submit(t, 5.0)
+    assert s.dispatch(5.0) == [t]
+    s.submit(ticket("batch", arrival=5.5), 5.5)  # queued: the engine is at its limit
+    assert s.inflight["a"] == 4
+    # Interactive may still go two past the limit: no wait, no shed.
+    assert s.predicted_wait(s.classes["interactive"], 6.0) == 0.0
+    assert s.precheck("interactive", 6.5, 6.0) is None  # was shed: 1 s > 0.5 s
+    vip = ticket("interactive", arrival=6.0, timeout_s=2.0)
+    assert s.submit(vip, 6.0) is None
+    assert s.dispatch(6.0) == [vip]
+    # Batch has no headroom: its wait is what the drain rate says.
+    wait = s.predicted_wait(s.classes["batch"], 6.0)
+    assert wait is not None and wait > 0
+    reconciles(s)
