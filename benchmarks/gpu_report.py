@@ -28,6 +28,8 @@ SYSTEMS = (  # phase folder, label
     ("gw2-50", "slagate, 2 engines"),
 )
 CLASS_COLORS = {"interactive": "tab:red", "batch": "tab:blue"}
+# What the plot titles say: the device (--prefix, upper-cased) and what the gateway ran.
+LABELS = {"device": "H100", "after_50": "then the sweep 9 / 18 / 36 / 54 / 108 req/s"}
 
 
 def load_run(folder: Path) -> dict[str, Any]:
@@ -105,7 +107,8 @@ def plot_ttft_over_time(main: Path, phases: list[tuple[str, str]], out: Path) ->
         ax.set_title(label, fontsize=9)
         ax.legend(loc="upper left", fontsize=7, markerscale=3)
     axes[-1].set_xlabel("request sent at (s into the run)")
-    fig.suptitle("TTFT over time per class, 50 req/s offered (dsk7b, H100)", fontsize=10)
+    fig.suptitle(f"TTFT over time per class, 50 req/s offered (dsk7b, {LABELS['device']})",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -149,8 +152,8 @@ def plot_controller(main: Path, name: str, out: Path) -> None:
     ax2.set_ylabel("ms")
     ax2.set_xlabel("seconds since the gateway was ready")
     ax2.legend(loc="upper left", fontsize=7)
-    fig.suptitle("Adaptive controller on the H100 (one engine): 50 req/s, then the sweep "
-                 "9 / 18 / 36 / 54 / 108 req/s", fontsize=10)
+    fig.suptitle(f"Adaptive controller on the {LABELS['device']} (one engine): 50 req/s, "
+                 f"{LABELS['after_50']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -174,8 +177,8 @@ def plot_sweep(main: Path, out: Path) -> None:
         a.set_xlabel("offered load (req/s; 20% interactive)")
         a.legend(fontsize=8)
         a.grid(alpha=0.3)
-    fig.suptitle("Per class vs offered load, slagate (1 engine) and plain vLLM (dsk7b, H100, "
-                 "20 s of arrivals per point)", fontsize=10)
+    fig.suptitle("Per class vs offered load, slagate (1 engine) and plain vLLM (dsk7b, "
+                 f"{LABELS['device']}, 20 s of arrivals per point)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -202,6 +205,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, action="append", required=True)
     parser.add_argument("--plots-from", type=Path, required=True)
     parser.add_argument("--docs", type=Path, default=Path("docs/benchmarks"))
+    parser.add_argument("--prefix", default="h100", help="file names: PREFIX-controller.png, ...")
     args = parser.parse_args()
     summary: dict[str, Any] = {}
     for i, folder in enumerate(args.run, 1):
@@ -211,14 +215,21 @@ def main() -> None:
                               "interactive_target_ms": run["interactive_target_ms"],
                               "rows": rows(run), "errors": run["errors"]}
     main_dir = args.plots_from / "main"
-    print(sweep_table(main_dir))
+    swept = (main_dir / "gw1-sweep" / "sweep.json").exists()
+    LABELS["device"] = args.prefix.upper()
+    if not swept:
+        LABELS["after_50"] = "alone"
+    if swept:
+        print(sweep_table(main_dir))
     args.docs.mkdir(parents=True, exist_ok=True)
+    prefix = args.prefix
     plot_ttft_over_time(main_dir, [(p, label) for p, label in SYSTEMS
                                    if (main_dir / p / "requests.csv").exists()],
-                        args.docs / "h100-ttft-over-time.png")
-    plot_controller(main_dir, "gw1", args.docs / "h100-controller.png")
-    plot_sweep(main_dir, args.docs / "h100-sweep.png")
-    (args.docs / "h100-summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+                        args.docs / f"{prefix}-ttft-over-time.png")
+    plot_controller(main_dir, "gw1", args.docs / f"{prefix}-controller.png")
+    if swept:
+        plot_sweep(main_dir, args.docs / f"{prefix}-sweep.png")
+    (args.docs / f"{prefix}-summary.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":
