@@ -9,6 +9,7 @@ model's context, which tokenizing would have answered with a 400.
 from __future__ import annotations
 
 import asyncio
+
 import msgspec
 
 from gateway.config import ControllerConfig, SchedulerConfig
