@@ -27,7 +27,14 @@ from engines.protocol import Engine
 from engines.sim_profile import DEFAULT_PROFILE, SimulatedProfile
 from engines.simulated import SimulatedEngine
 from gateway.app import STATE, GatewayState, build_app
-from gateway.config import EngineSpec, GatewayConfig, SchedulerConfig, ServerConfig, WarmupSpec
+from gateway.config import (
+    ControllerConfig,
+    EngineSpec,
+    GatewayConfig,
+    SchedulerConfig,
+    ServerConfig,
+    WarmupSpec,
+)
 from tests.integration.conftest import free_port
 
 MODEL = "slagate-demo"
@@ -183,6 +190,26 @@ async def open_stream(gw: LocalGateway, body: dict[str, Any], after_events: int 
             return await read_stream(r, after_events, started)
 
     return asyncio.create_task(run()), started
+
+
+# One slot per engine, no headroom: a second request of any class queues.
+ONE_SLOT = SchedulerConfig(reserved_slots=0, top_class_headroom=0,
+                           controller=ControllerConfig(enabled=False, initial_limit=1,
+                                                       min_limit=1))
+
+
+async def hold_and_queue(gw: LocalGateway, tier: str, max_tokens: int
+                         ) -> tuple[asyncio.Task[StreamResult], asyncio.Task[tuple[int, Any]]]:
+    """Under ``ONE_SLOT``: a stream of ``max_tokens`` holding the slot of ``tier``'s
+    engine (streaming already) and a request of ``tier`` queued behind it."""
+    holder, started = await open_stream(
+        gw, completion(max_tokens=max_tokens, stream=True, tier=tier))
+    await started.wait()
+    queued = asyncio.create_task(gw.post(completion(tier=tier)))
+    async with asyncio.timeout(5):
+        while await gw.metric("gateway_queue_depth", **{"class": tier}) < 1:
+            await asyncio.sleep(0.01)
+    return holder, queued
 
 
 # Outcomes of requests refused before they reached an engine (each also counted,

@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.config import ControllerConfig, SchedulerConfig
 from tests.reliability.fault_support import (
+    ONE_SLOT,
     LocalGateway,
     assert_settled,
     completion,
     counts,
     fault_config,
+    hold_and_queue,
     open_stream,
     start_local_gateway,
 )
@@ -132,20 +133,11 @@ async def test_queued_ticket_of_a_dead_class_expires_with_503() -> None:
     """A ticket queued for a class whose only engine died waits for the restart
     or its deadline: here the restart is slower than interactive's 3 s queue
     timeout, so it answers 503 at the deadline. It never hangs."""
-    one_slot = SchedulerConfig(reserved_slots=0, top_class_headroom=0,
-                               controller=ControllerConfig(enabled=False, initial_limit=1,
-                                                                 min_limit=1))
     gw = await start_local_gateway(fault_config(
-        ENGINES, one_slot, engine_restart_backoff_s=6.0, engine_restart_backoff_max_s=6.0))
+        ENGINES, ONE_SLOT, engine_restart_backoff_s=6.0, engine_restart_backoff_max_s=6.0))
     try:
         before = await counts(gw)
-        holder, started = await open_stream(
-            gw, completion(max_tokens=1000, stream=True, tier="interactive"))
-        await started.wait()
-        queued = asyncio.create_task(gw.post(completion(tier="interactive")))
-        async with asyncio.timeout(5):
-            while await gw.metric("gateway_queue_depth", **{"class": "interactive"}) < 1:
-                await asyncio.sleep(0.01)
+        holder, queued = await hold_and_queue(gw, "interactive", max_tokens=1000)
         gw.engine("a").kill()
         assert (await holder).errors[0]["error"]["code"] == "engine_dead"
         status, body = await queued

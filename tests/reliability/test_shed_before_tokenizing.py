@@ -8,23 +8,17 @@ model's context, which tokenizing would have answered with a 400.
 
 from __future__ import annotations
 
-import asyncio
-
 import msgspec
 
-from gateway.config import ControllerConfig, SchedulerConfig
 from tests.reliability.fault_support import (
+    ONE_SLOT,
     assert_settled,
     completion,
     counts,
     fault_config,
-    open_stream,
+    hold_and_queue,
     start_local_gateway,
 )
-
-ONE_SLOT = SchedulerConfig(reserved_slots=0, top_class_headroom=0,
-                           controller=ControllerConfig(enabled=False, initial_limit=1,
-                                                       min_limit=1))
 
 
 async def test_full_queue_is_shed_before_the_prompt_is_tokenized() -> None:
@@ -34,13 +28,7 @@ async def test_full_queue_is_shed_before_the_prompt_is_tokenized() -> None:
     gw = await start_local_gateway(msgspec.structs.replace(config, classes=classes))
     try:
         before = await counts(gw)
-        holder, started = await open_stream(
-            gw, completion(max_tokens=300, stream=True, tier="batch"))
-        await started.wait()
-        queued = asyncio.create_task(gw.post(completion(tier="batch")))
-        async with asyncio.timeout(5):
-            while await gw.metric("gateway_queue_depth", **{"class": "batch"}) < 1:
-                await asyncio.sleep(0.01)
+        holder, queued = await hold_and_queue(gw, "batch", max_tokens=300)
         huge = "word " * 200_000  # far past the context once tokenized
         async with gw.session.post(f"{gw.url}/v1/completions",
                                    json=completion(tier="batch", prompt=huge)) as r:
