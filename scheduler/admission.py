@@ -38,7 +38,7 @@ def check_admission(
     """None to admit; otherwise why not and when to come back.
 
     ``ticket`` None: a precheck before tokenization (the token budget is not
-    checked; ``deadline`` gives the request's deadline).
+    checked). ``deadline``: the request's, when there is no ticket to carry it.
     """
     # When to retry: once the queue ahead has drained, as far as we can tell.
     retry = predicted_wait_s if predicted_wait_s is not None else policy.queue_timeout_s

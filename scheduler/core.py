@@ -99,13 +99,7 @@ class Scheduler:
         counters = self.counters[ticket.sla_class]
         counters["submitted"] += 1
         queue = self.queues[ticket.sla_class]
-        rejection: Rejection | None
-        if not policy.engines & self.healthy:
-            rejection = Rejection("no_engine", 5.0,
-                                  f"No healthy engine serves {policy.name!r}.")
-        else:
-            rejection = check_admission(policy, len(queue), queue.queued_tokens, ticket,
-                                        self.predicted_wait(policy, now), now)
+        rejection = self._admission(policy, ticket, ticket.deadline, now)
         if rejection is not None:
             counters[f"rejected:{rejection.reason}"] += 1
             ticket.state = TicketState.DONE
@@ -131,20 +125,23 @@ class Scheduler:
         policy = self.classes.get(sla_class)
         if policy is None or sla_class in self._retired:
             return None  # submit refuses it (no_class) with the ticket
-        if not policy.engines & self.healthy:
-            rejection: Rejection | None = Rejection(
-                "no_engine", 5.0, f"No healthy engine serves {policy.name!r}.")
-        elif not self._queued:
+        if self._queued == 0 and policy.engines & self.healthy:
             return None  # nothing queued: nothing to wait behind (the common case)
-        else:
-            queue = self.queues[sla_class]
-            rejection = check_admission(policy, len(queue), queue.queued_tokens, None,
-                                        self.predicted_wait(policy, now), now, deadline)
+        rejection = self._admission(policy, None, deadline, now)
         if rejection is not None:
             counters = self.counters[sla_class]
             counters["submitted"] += 1
             counters[f"rejected:{rejection.reason}"] += 1
         return rejection
+
+    def _admission(self, policy: ClassPolicy, ticket: Ticket | None, deadline: float,
+                   now: float) -> Rejection | None:
+        """Why a ticket of this class (None: of unknown size) is refused now, or None."""
+        if not policy.engines & self.healthy:
+            return Rejection("no_engine", 5.0, f"No healthy engine serves {policy.name!r}.")
+        queue = self.queues[policy.name]
+        return check_admission(policy, len(queue), queue.queued_tokens, ticket,
+                               self.predicted_wait(policy, now), now, deadline)
 
     def _refuse_removed(self, ticket: Ticket) -> Rejection:
         # Its class was resolved just before a reload removed it.
