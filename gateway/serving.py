@@ -34,7 +34,7 @@ from engines.supervisor import EngineSupervisor
 from gateway.auth import PRINCIPAL, Principal
 from gateway.classes import resolve_class
 from gateway.coalesce import coalesced
-from gateway.config import GatewayConfig, SLAClass
+from gateway.config import GatewayConfig, ServerConfig, SLAClass
 from gateway.errors import (
     APIError,
     ContextTooLong,
@@ -112,11 +112,7 @@ class CompletionService:
         self.metrics = metrics
         self.dispatcher = dispatcher
         self.supervisor = supervisor
-        server = config.server
-        self._stall_s = server.stall_timeout_s
-        self._write_s = server.write_timeout_s
-        # The watchdog looks every quarter of the shorter limit (at most 1 s late).
-        self._watch_period_s = max(0.005, min(1.0, min(self._stall_s, self._write_s) / 4))
+        self._watch_cache: tuple[ServerConfig, WatchLimits] | None = None
         self.quotas = quotas if quotas is not None else LocalQuotas()
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
@@ -177,12 +173,13 @@ class CompletionService:
                         len(generation.prompt_token_ids), generation.sampling.logprobs,
                         sla.name, include_usage=parsed.include_usage,
                     )
+                    limits = self._watch_limits(config.server)
                     if parsed.stream:
                         response, outcome = await self._stream(
-                            request, engine, generation, transcript, sla, ticket)
+                            request, engine, generation, transcript, sla, ticket, limits)
                     else:
                         response = await self._complete(engine, generation, transcript, sla,
-                                                        ticket)
+                                                        ticket, limits)
                         outcome = "ok"
                     release = "finished" if outcome == "ok" else outcome
                     return response
@@ -293,18 +290,27 @@ class CompletionService:
             priority=sla.priority,
         )
 
+    def _watch_limits(self, server: ServerConfig) -> WatchLimits:
+        """The watchdog's limits for the config a request started with (a reload
+        applies to requests that start after it)."""
+        cached = self._watch_cache
+        if cached is None or cached[0] is not server:
+            cached = self._watch_cache = (server, WatchLimits.of(server))
+        return cached[1]
+
     async def _complete(self, engine: Engine, generation: GenerationRequest,
-                        transcript: Transcript, sla: SLAClass, ticket: Ticket) -> web.Response:
+                        transcript: Transcript, sla: SLAClass, ticket: Ticket,
+                        limits: WatchLimits) -> web.Response:
         timer = _Timer(ticket.arrival)
         try:
-            with Watchdog(self._watch_period_s) as watch:
+            with Watchdog(limits.period_s) as watch:
                 async with aclosing(engine.generate(generation)) as deltas:
-                    watch.expect(_ENGINE, self._stall_s)
+                    watch.expect(_ENGINE, limits.stall_s)
                     async for delta in deltas:
                         if timer.token(len(delta.token_ids)):
                             self.dispatcher.first_token(ticket)
                         transcript.add(delta)
-                        watch.expect(_ENGINE, self._stall_s)
+                        watch.expect(_ENGINE, limits.stall_s)
         except EngineError as exc:
             raise self._engine_failure(engine, exc) from exc
         except Overrun as exc:
@@ -316,17 +322,17 @@ class CompletionService:
                             headers={"X-SLA-Class": sla.name})
 
     async def _stream(self, request: web.Request, engine: Engine, generation: GenerationRequest,
-                      transcript: Transcript, sla: SLAClass,
-                      ticket: Ticket) -> tuple[web.StreamResponse, str]:
+                      transcript: Transcript, sla: SLAClass, ticket: Ticket,
+                      limits: WatchLimits) -> tuple[web.StreamResponse, str]:
         timer = _Timer(ticket.arrival)
         response: web.StreamResponse | None = None
         sent = 0  # completion tokens written to the client
         try:
-            with Watchdog(self._watch_period_s) as watch:
+            with Watchdog(limits.period_s) as watch:
                 async with aclosing(engine.generate(generation)) as deltas:
-                    watch.expect(_ENGINE, self._stall_s)
+                    watch.expect(_ENGINE, limits.stall_s)
                     async for delta in coalesced(deltas, request.transport):
-                        watch.expect(_CLIENT, self._write_s)
+                        watch.expect(_CLIENT, limits.write_s)
                         if response is None:
                             # Headers go out with the first token: an engine failure
                             # before it can still be answered with a real status.
@@ -336,8 +342,8 @@ class CompletionService:
                             self.dispatcher.first_token(ticket)
                         await response.write(transcript.chunk(delta))
                         sent += len(delta.token_ids)
-                        watch.expect(_ENGINE, self._stall_s)
-                watch.expect(_CLIENT, self._write_s)
+                        watch.expect(_ENGINE, limits.stall_s)
+                watch.expect(_CLIENT, limits.write_s)
                 if response is None:
                     response = _stream_response(sla)
                     await response.prepare(request)
@@ -349,7 +355,7 @@ class CompletionService:
             failure = self._engine_failure(engine, exc)
             if response is None:
                 raise failure from exc
-            await self._end_stream(request, response, failure)
+            await self._end_stream(request, response, failure, limits)
             return response, failure.outcome
         except Overrun as exc:
             if exc.what == _CLIENT:
@@ -361,7 +367,7 @@ class CompletionService:
             stalled = await self._stalled(engine, generation, exc)
             if response is None:
                 raise stalled from None
-            await self._end_stream(request, response, stalled)
+            await self._end_stream(request, response, stalled, limits)
             return response, stalled.outcome
         except ConnectionResetError:
             # The client left between two writes (before aiohttp cancelled us):
@@ -374,7 +380,7 @@ class CompletionService:
             # aborted): end the stream properly with one error event.
             drained = Unavailable("The gateway shut down before this request finished.",
                                   reason="draining")
-            await self._end_stream(request, response, drained)
+            await self._end_stream(request, response, drained, limits)
             return response, "aborted"
         finally:
             # Whatever the outcome: a stream cut short still sent these tokens,
@@ -408,11 +414,11 @@ class CompletionService:
                              "the request was aborted.")
 
     async def _end_stream(self, request: web.Request, response: web.StreamResponse,
-                          error: APIError) -> None:
+                          error: APIError, limits: WatchLimits) -> None:
         """One error event, then the end of the stream; a client that does not
         take even that within the write timeout is cut."""
         try:
-            async with asyncio.timeout(self._write_s):
+            async with asyncio.timeout(limits.write_s):
                 await response.write(sse(error.to_body()))
                 await response.write_eof()
         except TimeoutError:
@@ -450,6 +456,22 @@ class CompletionService:
         child(m.slo_met if met else m.slo_missed, name).inc()
         if self.supervisor is not None:
             self.supervisor.note_completed(engine.name)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchLimits:
+    """What a request's watchdog enforces: ``server.stall_timeout_s`` without a
+    token from the engine, ``server.write_timeout_s`` without the client taking data."""
+
+    stall_s: float
+    write_s: float
+    period_s: float  # how often it looks
+
+    @classmethod
+    def of(cls, server: ServerConfig) -> WatchLimits:
+        stall, write = server.stall_timeout_s, server.write_timeout_s
+        # Every quarter of the shorter limit (so at most a quarter late), at most 1 s.
+        return cls(stall, write, max(0.005, min(1.0, min(stall, write) / 4)))
 
 
 class _Timer:

@@ -35,6 +35,7 @@ from gateway.config import (
     ServerConfig,
     WarmupSpec,
 )
+from gateway.reload import LiveConfig
 from tests.integration.conftest import free_port
 
 MODEL = "slagate-demo"
@@ -111,16 +112,18 @@ def make_engine(name: str, profile: SimulatedProfile = FAST_PROFILE) -> FaultyEn
                                         model_path=str(ensure_demo_model())))
 
 
-async def start_local_gateway(config: GatewayConfig,
+async def start_local_gateway(config: GatewayConfig | LiveConfig,
                               profile: SimulatedProfile = FAST_PROFILE,
                               restartable: bool = True) -> LocalGateway:
-    """The real app on a free port, on ``FaultyEngine(SimulatedEngine)``s; ready."""
+    """The real app on a free port, on ``FaultyEngine(SimulatedEngine)``s; ready.
+    A ``LiveConfig`` (``reload.initial(path)``) makes its file reloadable."""
 
     def factory(name: str) -> Engine:
         return make_engine(name, profile)
 
+    specs = (config.config if isinstance(config, LiveConfig) else config).engines
     pool = EnginePool([PoolMember(make_engine(spec.name, profile), frozenset(spec.classes))
-                       for spec in config.engines])
+                       for spec in specs])
     app = build_app(config, pool, factory if restartable else None)
     runner = web.AppRunner(app, handler_cancellation=True)
     await runner.setup()

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from gateway import reload
 from tests.reliability.fault_support import (
     ONE_SLOT,
     LocalGateway,
@@ -233,5 +235,38 @@ async def test_no_serving_engine_is_503_until_the_restart() -> None:
         status, _ = await gw.post(completion())
         assert status == 200
         await assert_settled(gw, 2, before)
+    finally:
+        await gw.stop()
+
+
+async def test_a_reload_applies_the_stall_timeout_to_new_requests(tmp_path: Path) -> None:
+    """``server.stall_timeout_s`` is a per-request limit: a reload applies it to the
+    requests that start after it (the watchdog read it once, at start-up, before)."""
+    path = tmp_path / "gateway.yaml"
+    text = """\
+server: {stall_timeout_s: STALL}
+engines:
+  - name: a
+    model: demo
+    served_model_name: slagate-demo
+    classes: [interactive, standard, batch]
+    warmup: {ladder: [32]}
+"""
+    path.write_text(text.replace("STALL", "30"))
+    gw = await start_local_gateway(reload.initial(path))
+    try:
+        before = await counts(gw)
+        path.write_text(text.replace("STALL", "0.5"))
+        async with gw.session.post(f"{gw.url}/admin/reload") as r:
+            assert r.status == 200, await r.text()
+        engine = gw.engine("a")
+        engine.stall(30)
+        started = time.monotonic()
+        status, body = await gw.post(completion(tier="interactive"))
+        assert status == 504 and set(body["error"]) == ERROR_KEYS
+        assert time.monotonic() - started < 2.0  # the new 0.5 s, not the old 30 s
+        assert await gw.metric("gateway_requests_total", outcome="stalled") == 1
+        engine.resume()
+        await assert_settled(gw, 1, before)
     finally:
         await gw.stop()
