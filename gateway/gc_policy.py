@@ -31,7 +31,7 @@ from typing import Any
 
 GEN0_THRESHOLD = 700  # CPython's default
 GEN1_EVERY = 3
-# Far beyond any run's gen-1 count: full collections happen only when run_full says.
+# Far beyond any run's gen-1 count: full collections happen only when maybe_collect runs one.
 _NO_AUTOMATIC_FULL = 1 << 30
 
 

@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 
 from scheduler.policy import ClassPolicy
-from scheduler.ticket import Ticket
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,15 +29,15 @@ def check_admission(
     policy: ClassPolicy,
     queued: int,
     queued_tokens: int,
-    ticket: Ticket | None,
+    cost: int | None,
+    deadline: float,
     predicted_wait_s: float | None,
     now: float,
-    deadline: float | None = None,
 ) -> Rejection | None:
     """None to admit; otherwise why not and when to come back.
 
-    ``ticket`` None: a precheck before tokenization (the token budget is not
-    checked). ``deadline``: the request's, when there is no ticket to carry it.
+    ``cost``: the ticket's tokens (prompt + max); None for a precheck before
+    tokenization, which leaves the token budget to the check with the ticket.
     """
     # When to retry: once the queue ahead has drained, as far as we can tell.
     retry = predicted_wait_s if predicted_wait_s is not None else policy.queue_timeout_s
@@ -46,13 +45,10 @@ def check_admission(
     if queued >= policy.max_queue:
         return Rejection("queue_full", retry,
                          f"The {policy.name!r} queue is full ({policy.max_queue} requests).")
-    if ticket is not None and queued_tokens + ticket.cost > policy.max_queued_tokens:
+    if cost is not None and queued_tokens + cost > policy.max_queued_tokens:
         return Rejection("queue_tokens", retry,
                          f"The {policy.name!r} queue holds its budget of "
                          f"{policy.max_queued_tokens} tokens.")
-    if ticket is not None:
-        deadline = ticket.deadline
-    assert deadline is not None
     budget = deadline - now
     if predicted_wait_s is not None and predicted_wait_s > budget:
         return Rejection("predicted_wait", retry,

@@ -99,7 +99,7 @@ class Scheduler:
         counters = self.counters[ticket.sla_class]
         counters["submitted"] += 1
         queue = self.queues[ticket.sla_class]
-        rejection = self._admission(policy, ticket, ticket.deadline, now)
+        rejection = self._admission(policy, ticket.cost, ticket.deadline, now)
         if rejection is not None:
             counters[f"rejected:{rejection.reason}"] += 1
             ticket.state = TicketState.DONE
@@ -134,14 +134,14 @@ class Scheduler:
             counters[f"rejected:{rejection.reason}"] += 1
         return rejection
 
-    def _admission(self, policy: ClassPolicy, ticket: Ticket | None, deadline: float,
+    def _admission(self, policy: ClassPolicy, cost: int | None, deadline: float,
                    now: float) -> Rejection | None:
-        """Why a ticket of this class (None: of unknown size) is refused now, or None."""
+        """Why a ticket of this class and ``cost`` (None: not known yet) is refused now."""
         if not policy.engines & self.healthy:
             return Rejection("no_engine", 5.0, f"No healthy engine serves {policy.name!r}.")
         queue = self.queues[policy.name]
-        return check_admission(policy, len(queue), queue.queued_tokens, ticket,
-                               self.predicted_wait(policy, now), now, deadline)
+        return check_admission(policy, len(queue), queue.queued_tokens, cost, deadline,
+                               self.predicted_wait(policy, now), now)
 
     def _refuse_removed(self, ticket: Ticket) -> Rejection:
         # Its class was resolved just before a reload removed it.

@@ -27,10 +27,11 @@ def test_retry_after_is_whole_seconds_and_at_least_one() -> None:
     p = policy("c", queue_timeout_s=0.4, max_queue=0)
     t = ticket("c")
     for predicted, expected in [(None, 1), (0.0, 1), (0.3, 1), (1.0, 1), (2.01, 3), (7.5, 8)]:
-        r = check_admission(p, 0, 0, t, predicted, 0.0)
+        r = check_admission(p, 0, 0, t.cost, t.deadline, predicted, 0.0)
         assert r is not None and r.reason == "queue_full"
         assert r.retry_after_s == expected and r.retry_after_s == int(r.retry_after_s)
-    unknown = check_admission(policy("c", queue_timeout_s=12.2, max_queue=0), 0, 0, t, None, 0.0)
+    unknown = check_admission(policy("c", queue_timeout_s=12.2, max_queue=0), 0, 0, t.cost,
+                              t.deadline, None, 0.0)
     assert unknown is not None and unknown.retry_after_s == 13  # the class timeout
 
 
