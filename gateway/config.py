@@ -140,6 +140,8 @@ class ControllerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     min_samples: Annotated[int, msgspec.Meta(gt=0)] = 5  # fewer: hold
     quantile: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.95  # of engine-side TTFT
     target_fraction: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5  # of the tightest target
+    min_gain: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.05  # a cut must lower TTFT this much
+    futile_hold_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0  # else undone; 0: off
 
 
 class SchedulerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

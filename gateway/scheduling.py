@@ -41,7 +41,8 @@ def scheduler_settings(config: GatewayConfig) -> SchedulerSettings:
             enabled=c.enabled, initial_limit=c.initial_limit, min_limit=c.min_limit,
             increase=c.increase, decrease=c.decrease, window_s=c.window_s,
             interval_s=c.interval_s, min_samples=c.min_samples, quantile=c.quantile,
-            target_fraction=c.target_fraction,
+            target_fraction=c.target_fraction, min_gain=c.min_gain,
+            futile_hold_s=c.futile_hold_s,
         ),
     )
 

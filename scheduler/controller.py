@@ -7,6 +7,13 @@ This one is driven by *engine-side* TTFT (grant -> first token): how long the
 engine takes to start a request with this many sequences already in its batch.
 AIMD: additive increase while under target and the limit was binding,
 multiplicative decrease when over, bounded by [min_limit, max_limit].
+
+A cut only helps while the engine's step time depends on its batch. Past that
+point (a prefill waits one step whatever the batch; the CPU is shared) cutting
+further lowers throughput and not TTFT, and plain AIMD rides the limit down to
+its floor. So each cut is checked: once samples from the smaller batch arrive,
+a cut that did not lower the over-target ratio by ``min_gain`` is undone and
+no further cut is made for ``futile_hold_s`` (then the controller probes again).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ class ControllerState:
     target_s: float
     observed_s: float | None  # the window's quantile, None with too few samples
     samples: int
-    last_action: str  # "increase", "decrease", "hold", "fixed"
+    last_action: str  # "increase", "decrease", "hold", "revert" (a futile cut undone), "fixed"
     observed_by_class: tuple[tuple[str, float], ...] = ()  # each class's window quantile
 
 
@@ -55,21 +62,27 @@ class ConcurrencyController:
         self._last_action = "hold" if settings.enabled else "fixed"
         self._observed: float | None = None
         self._decreased_at = float("-inf")
+        self._cut: tuple[int, float] | None = None  # (limit before, ratio that made it)
+        self._hold_until = float("-inf")  # no cut before this: the last one bought nothing
         self._by_class: tuple[tuple[str, float], ...] = ()
 
     def observe(self, ttft_s: float, now: float, sla_class: str | None = None) -> None:
         if not self.settings.enabled:
             return  # nothing would ever trim them
         if now - ttft_s < self._decreased_at:
-            return  # granted under the old, higher limit: not evidence about this one
+            return  # granted under the old limit: not evidence about this one
         self._samples.setdefault(sla_class, deque()).append((now, ttft_s))
 
     def note_binding(self) -> None:
         """The limit held back a ticket that could otherwise have been granted."""
         self._binding = True
 
-    def update(self, now: float) -> bool:
-        """Run one control step if its interval has passed. True if the limit changed."""
+    def update(self, now: float, used: int | None = None) -> bool:
+        """Run one control step if its interval has passed. True if the limit changed.
+
+        ``used``: how much of the limit the engine's batch fills now (None: unknown).
+        A cut starts from it when it is below the limit, so that it shrinks the batch.
+        """
         s = self.settings
         if not s.enabled:
             return False
@@ -100,20 +113,39 @@ class ConcurrencyController:
             action = "hold"
         else:
             self._observed = worst[1]
-            if worst[0] > 1.0:
-                self.limit = max(self.min_limit, int(self.limit * s.decrease))
-                # Samples taken at the old limit say nothing about the new one.
-                self._samples.clear()
-                self._decreased_at = now
-                action = "decrease"
-            elif self._binding:
-                self.limit = min(self.max_limit, self.limit + s.increase)
-                action = "increase"
-            else:
-                action = "hold"
+            action = self._step(worst[0], now, self.limit if used is None else used)
         self._binding = False
         self._last_action = action
         return self.limit != before
+
+    def _step(self, ratio: float, now: float, used: int) -> str:
+        """One AIMD step on the worst class's quantile / target; the action taken."""
+        s = self.settings
+        if ratio <= 1.0:
+            self._cut = None  # under target: the last cut (if any) did its job
+            if self._binding:
+                self.limit = min(self.max_limit, self.limit + s.increase)
+                return "increase"
+            return "hold"
+        cut, self._cut = self._cut, None
+        if cut is not None and ratio > cut[1] * (1.0 - s.min_gain):
+            # The smaller batch is no faster to start: give its throughput back.
+            self._set_limit(cut[0], now)
+            self._hold_until = now + s.futile_hold_s
+            return "revert"
+        if now < self._hold_until:
+            return "hold"
+        limit = self.limit
+        self._set_limit(max(self.min_limit, int(min(limit, used) * s.decrease)), now)
+        if s.futile_hold_s > 0 and self.limit < min(limit, used):
+            self._cut = (limit, ratio)  # a cut the batch feels: judged on what follows
+        return "decrease"
+
+    def _set_limit(self, limit: int, now: float) -> None:
+        self.limit = limit
+        # Samples taken at the old limit say nothing about the new one.
+        self._samples.clear()
+        self._decreased_at = now
 
     def state(self) -> ControllerState:
         return ControllerState(self.limit, self.target_s, self._observed,

@@ -75,8 +75,11 @@ class Scheduler:
             for engine, limit in engine_max.items()
         }
         self.inflight = dict.fromkeys(engine_max, 0)
+        # In flight per engine among the tickets its limit sizes (see _governs).
+        self._governed = dict.fromkeys(engine_max, 0)
         # The most urgent rank each engine serves: only it may use reserved slots.
         self._top_rank = _top_ranks(classes, engine_max)
+        self._mixed = _mixed_ranks(classes, engine_max)
         self.healthy = set(engine_max)
         self.affinity = Affinity(settings.affinity_entries)
         self.counters = {c.name: Counter[str]() for c in classes}
@@ -243,6 +246,20 @@ class Scheduler:
             return max(1, self.limit(engine) - self.settings.reserved_slots)
         return self._ceiling(engine)
 
+    def _governs(self, engine: str, policy: ClassPolicy) -> bool:
+        """Whether the controller's limit sizes this class's share of the engine.
+
+        On an engine that serves several ranks the limit sizes everything below the
+        top one (the top class runs in reserved slots and headroom, by design); on an
+        engine of one rank it sizes every ticket, up to the ceiling.
+        """
+        return policy.rank > self._top_rank[engine] or not self._mixed[engine]
+
+    def _governed_limit(self, engine: str) -> int:
+        if self._mixed[engine]:
+            return max(1, self.limit(engine) - self.settings.reserved_slots)
+        return self._ceiling(engine)
+
     def _ceiling(self, engine: str) -> int:
         return min(self.controllers[engine].max_limit,
                    self.limit(engine) + self.settings.top_class_headroom)
@@ -255,7 +272,11 @@ class Scheduler:
         ticket.state = TicketState.GRANTED
         ticket.engine = engine
         ticket.granted_at = now
+        ticket.batch_at_grant = self._governed[engine]
         self.inflight[engine] += 1
+        if self._governs(engine, policy):
+            ticket.governed = True
+            self._governed[engine] += 1
         self._granted[ticket.id] = ticket
         self.affinity.remember(ticket.prefix_key, engine)
         self._vtime = self._pass[policy.name]
@@ -280,7 +301,11 @@ class Scheduler:
             return
         ticket.first_token_at = now
         assert ticket.engine is not None
-        self.controllers[ticket.engine].observe(now - ticket.granted_at, now, ticket.sla_class)
+        if ticket.batch_at_grant <= self._governed_limit(ticket.engine):
+            # Started next to no more of the sized batch than the limit now allows:
+            # evidence about this limit (after a cut, the batch drains down to it first).
+            self.controllers[ticket.engine].observe(now - ticket.granted_at, now,
+                                                    ticket.sla_class)
         if ticket.sla_class in self._ttft:  # else its class is gone since a reload
             self._ttft[ticket.sla_class].append(now - ticket.arrival)
 
@@ -295,6 +320,8 @@ class Scheduler:
         ticket.state = TicketState.DONE
         del self._granted[ticket.id]
         self.inflight[ticket.engine] -= 1
+        if ticket.governed:
+            self._governed[ticket.engine] -= 1
         self._drain[ticket.engine].record(now)
         self.counters[ticket.sla_class][outcome] += 1
 
@@ -331,9 +358,15 @@ class Scheduler:
     def tick(self, now: float) -> bool:
         """Run the controllers; True if any limit changed."""
         changed = False
-        for controller in self.controllers.values():
-            changed |= controller.update(now)
+        for engine, controller in self.controllers.items():
+            changed |= controller.update(now, self._used(engine))
         return changed
+
+    def _used(self, engine: str) -> int:
+        """The engine's sized batch in the limit's units (_governed_limit's inverse)."""
+        if self._mixed[engine]:
+            return self._governed[engine] + self.settings.reserved_slots
+        return max(0, self._governed[engine] - self.settings.top_class_headroom)
 
     def set_healthy(self, engines: Iterable[str]) -> None:
         self.healthy = set(engines) & set(self.inflight)
@@ -375,6 +408,7 @@ class Scheduler:
                 controller.limit = max(controller.min_limit, min(old.max_limit, old.limit))
             self.controllers[engine] = controller
         self._top_rank = _top_ranks(policies, self.inflight)
+        self._mixed = _mixed_ranks(policies, self.inflight)
         for engine, meter in self._drain.items():
             if meter.window_s != settings.rate_window_s:
                 self._drain[engine] = RateMeter(settings.rate_window_s)
@@ -388,7 +422,9 @@ class Scheduler:
             del self.classes[name]
             del self._pass[name]
         if drained:
-            self._top_rank = _top_ranks(list(self.classes.values()), self.inflight)
+            policies = list(self.classes.values())
+            self._top_rank = _top_ranks(policies, self.inflight)
+            self._mixed = _mixed_ranks(policies, self.inflight)
 
     # -- state ----------------------------------------------------------------------
 
@@ -429,3 +465,8 @@ def _controller(settings: SchedulerSettings, classes: Sequence[ClassPolicy], eng
 def _top_ranks(classes: Iterable[ClassPolicy], engines: Iterable[str]) -> dict[str, int]:
     policies = list(classes)
     return {e: min((c.rank for c in policies if e in c.engines), default=0) for e in engines}
+
+
+def _mixed_ranks(classes: Iterable[ClassPolicy], engines: Iterable[str]) -> dict[str, bool]:
+    policies = list(classes)
+    return {e: len({c.rank for c in policies if e in c.engines}) > 1 for e in engines}

@@ -46,6 +46,8 @@ class ControllerSettings:
     min_samples: int = 5
     quantile: float = 0.95
     target_fraction: float = 0.5
+    min_gain: float = 0.05
+    futile_hold_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,8 @@ class Ticket:
     granted_at: float | None = None
     first_token_at: float | None = None
     promoted: bool = False
+    governed: bool = False  # counted in its engine's limit-sized batch (Scheduler._governs)
+    batch_at_grant: int = 0  # that batch's size when this ticket was granted
 
     @property
     def cost(self) -> int:

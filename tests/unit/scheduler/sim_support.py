@@ -23,6 +23,7 @@ class Phase:
     duration_s: float
     clients: int  # closed loop: each keeps one request outstanding
     per_seq_s: float  # engine TTFT per running sequence
+    floor_s: float = 0.0  # engine TTFT that no batch size removes (one step, a busy CPU)
 
 
 @dataclass
@@ -51,9 +52,9 @@ def simulate(s: Scheduler, phases: list[Phase], *, engine: str = "a", cls: str =
         assert s.submit(t, at) is None
         outstanding += 1
 
-    def dispatch(at: float, per_seq_s: float) -> None:
+    def dispatch(at: float, phase: Phase) -> None:
         for t in s.dispatch(at):
-            ttft = per_seq_s * s.inflight[engine]
+            ttft = phase.floor_s + phase.per_seq_s * s.inflight[engine]
             heapq.heappush(events, (at + ttft, next(order), "first", t))
             heapq.heappush(events, (at + ttft + decode_s, next(order), "done", t))
 
@@ -61,7 +62,7 @@ def simulate(s: Scheduler, phases: list[Phase], *, engine: str = "a", cls: str =
         end = now + phase.duration_s
         while outstanding < phase.clients:
             arrive(now)
-        dispatch(now, phase.per_seq_s)
+        dispatch(now, phase)
         next_tick = now
         while now < end:
             if events and events[0][0] <= next_tick:
@@ -80,5 +81,5 @@ def simulate(s: Scheduler, phases: list[Phase], *, engine: str = "a", cls: str =
                 s.tick(now)
                 trace.limits.append((now, s.limit(engine)))
                 next_tick = now + tick_s
-            dispatch(now, phase.per_seq_s)
+            dispatch(now, phase)
     return trace

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from sched_support import policy, scheduler, ticket
@@ -13,6 +15,7 @@ from scheduler.policy import ControllerSettings
 SETTINGS = ControllerSettings(min_limit=2, increase=1, decrease=0.75, window_s=5.0,
                               interval_s=1.0, min_samples=5, quantile=0.95,
                               target_fraction=0.5)
+PLAIN_AIMD = dataclasses.replace(SETTINGS, futile_hold_s=0.0)  # no check on what a cut bought
 
 
 def started(max_limit: int = 32, ttft_target_s: float = 0.4,
@@ -75,7 +78,8 @@ def test_at_target_exactly_is_not_over() -> None:
 
 
 def test_bounded_by_min_and_max() -> None:
-    c = started(max_limit=12, settings=ControllerSettings(initial_limit=11, min_limit=3))
+    c = started(max_limit=12, settings=ControllerSettings(initial_limit=11, min_limit=3,
+                                                          futile_hold_s=0.0))
     for step in range(1, 6):
         feed(c, [0.05] * 10, start=step - 0.9)
         c.note_binding()
@@ -240,3 +244,111 @@ def test_follows_a_slower_engine_down_and_back_up() -> None:
     assert float(np.quantile(trace.ttfts_between(50, 80), 0.95)) <= 0.21 * 1.2
     # Cheap again: additive increase climbs back into the band.
     assert set(trace.limits_between(95, 120)) <= set(BAND)
+
+
+# -- a cut that buys nothing is undone ----------------------------------------------------
+
+def test_a_cut_that_does_not_lower_ttft_is_undone_then_held() -> None:
+    c = started()
+    feed(c, [0.3] * 10)
+    c.update(1.0)
+    assert c.limit == 24 and c.state().last_action == "decrease"
+    feed(c, [0.3] * 10, start=1.5)  # the smaller batch starts no faster
+    assert c.update(2.0) is True
+    assert c.limit == 32 and c.state().last_action == "revert"
+    for step in range(3, 32):  # futile_hold_s = 30: over target, but no cut
+        feed(c, [0.3] * 10, start=step - 0.6)
+        assert c.update(float(step)) is False
+        assert c.limit == 32 and c.state().last_action == "hold"
+        assert c.state().observed_s == pytest.approx(0.3)
+    feed(c, [0.3] * 10, start=31.4)
+    c.update(32.0)  # the hold is over: probe again
+    assert c.limit == 24 and c.state().last_action == "decrease"
+
+
+def test_a_cut_that_helps_is_followed_by_the_next() -> None:
+    c = started()
+    feed(c, [0.4] * 10)
+    c.update(1.0)
+    assert c.limit == 24
+    feed(c, [0.3] * 10, start=1.5)  # 25% faster: over target still, cut again
+    c.update(2.0)
+    assert c.limit == 18 and c.state().last_action == "decrease"
+    feed(c, [0.3 * 0.96] * 10, start=2.5)  # 4% faster: under min_gain (5%)
+    c.update(3.0)
+    assert c.limit == 24 and c.state().last_action == "revert"
+
+
+def test_a_cut_under_target_clears_the_judgement() -> None:
+    c = started()
+    feed(c, [0.3] * 10)
+    c.update(1.0)
+    feed(c, [0.1] * 10, start=1.5)  # met: the cut did its job
+    c.update(2.0)
+    assert c.limit == 24 and c.state().last_action == "hold"
+    feed(c, [0.3] * 10, start=2.5)  # over again later: a fresh cut, not a revert
+    c.update(3.0)
+    assert c.limit == 18 and c.state().last_action == "decrease"
+
+
+def test_a_cut_starts_from_the_batch_in_use() -> None:
+    c = started()  # limit 32, only 10 of it in use
+    feed(c, [0.3] * 10)
+    c.update(1.0, used=10)
+    assert c.limit == 7  # 10 * 0.75: a cut from 32 to 24 would change nothing
+    c2 = started(settings=PLAIN_AIMD)
+    feed(c2, [0.3] * 10)
+    c2.update(1.0, used=40)  # more in use than the limit (a cut just before): from the limit
+    assert c2.limit == 24
+
+
+def test_samples_from_a_batch_over_the_new_limit_are_not_evidence() -> None:
+    # interactive (top class) runs in headroom past the limit; batch is what the limit sizes.
+    s = scheduler([policy("interactive", ttft_target_s=0.4),
+                   policy("batch", rank=1, ttft_target_s=100.0)], {"a": 32},
+                  top_class_headroom=8, controller=ControllerSettings(initial_limit=8))
+    s.tick(0.0)
+    batch = [ticket("batch", arrival=0.0, timeout_s=1e9) for _ in range(20)]
+    for t in batch:
+        s.submit(t, 0.0)
+    running = s.dispatch(0.0)
+    assert len(running) == 8
+    for i in range(6):  # slow interactive starts next to 8 batch sequences
+        t = ticket("interactive", arrival=0.1)
+        s.submit(t, 0.1)
+        s.dispatch(0.1)
+        s.first_token(t, 0.5 + i * 0.01)
+        s.release(t, 0.6)
+    s.tick(1.0)
+    assert s.limit("a") == 6  # 8 * 0.75
+    late = ticket("interactive", arrival=1.1)  # granted after the cut, but next to 8 batch
+    s.submit(late, 1.1)
+    s.dispatch(1.1)
+    s.first_token(late, 1.5)
+    assert s.snapshot().engines[0].controller.samples == 0
+    for t in running[:2]:
+        s.release(t, 1.6)  # the batch drains to the new limit
+    s.dispatch(1.6)
+    fresh = ticket("interactive", arrival=1.7)
+    s.submit(fresh, 1.7)
+    s.dispatch(1.7)
+    s.first_token(fresh, 1.8)
+    assert s.snapshot().engines[0].controller.samples == 1
+
+
+FLOORED = [Phase(60, 40, PER_SEQ / 20, floor_s=0.3)]  # over target whatever the batch
+
+
+def test_closed_loop_with_a_ttft_floor_keeps_the_batch() -> None:
+    # Plain AIMD rides the limit to its floor chasing a target no batch size meets;
+    # with the check, every cut is undone and the batch (the throughput) stays.
+    s = scheduler([policy("interactive", ttft_target_s=TARGET)], {"a": 64},
+                  controller=dataclasses.replace(PLAIN_AIMD, min_limit=4))
+    plain = simulate(s, FLOORED, decode_s=0.5)
+    assert set(plain.limits_between(20, 60)) == {4}
+    s = scheduler([policy("interactive", ttft_target_s=TARGET)], {"a": 64},
+                  controller=dataclasses.replace(SETTINGS, min_limit=4))
+    checked = simulate(s, FLOORED, decode_s=0.5)
+    limits = checked.limits_between(5, 60)
+    assert float(np.mean(limits)) >= 40, sorted(set(limits))  # 40 clients: none held back
+    assert min(limits) >= 28  # a probe cut (40 * 0.75 = 30), then back
