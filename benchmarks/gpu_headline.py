@@ -19,7 +19,9 @@ controller's limit and observed TTFT per engine, queue depths per class). Every 
 writes ``results.json`` as it finishes, so a cut-off run keeps what it measured.
 
     python3 -m benchmarks.gpu_headline --model /abs/dsk7b --out /tmp/h100/main [--smoke]
-        [--phases fcfs,prio,gw1,gw2,fcfs_sweep]   (also: gw1_nosweep, gw1_floor128, gw1_overload)
+        [--phases fcfs,prio,gw1,gw2,fcfs_sweep]   (also: gw1_nosweep, gw1_floor128, gw1_overload,
+        gw1_plain, gw1_tf70, gw1_tf80) [--target-ms T]
+        (T: the interactive target from an earlier call's fcfs phase)
 
 How it gets there: in the session's checkout, ``PY_TOK=$PWD/.venv/bin/python bash
 ../shared/gpu/prepare.sh . .gpu`` (vLLM 0.26 for the H100, its deps, the model folder;
@@ -314,9 +316,14 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=45)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--phases", default="fcfs,prio,gw1,gw2,fcfs_sweep")
+    parser.add_argument("--target-ms", type=float, default=None,
+                        help="interactive TTFT target when this call runs no fcfs phase")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     run = Run(args.out, args.model, args.duration)
+    if args.target_ms is not None:
+        run.target_ms = args.target_ms
+        run.results["interactive_target_ms"] = args.target_ms
     if args.smoke:
         smoke(run)
         return
@@ -329,6 +336,14 @@ def main() -> None:
         # run 2's controller sat on its floor (96) through the overload: a higher floor
         "gw1_floor128": lambda r: phase_gateway(r, "gw1f128", "gateway-1engine.yaml",
                                                 sweep=False, controller={"min_limit": 128}),
+        # the same gateway with plain AIMD (no undoing of cuts that bought nothing)
+        "gw1_plain": lambda r: phase_gateway(r, "gw1plain", "gateway-1engine.yaml",
+                                             sweep=False, controller={"futile_hold_s": 0}),
+        # the controller's engine-side aim at 0.7 / 0.8 of T instead of 0.6: a bigger batch
+        "gw1_tf70": lambda r: phase_gateway(r, "gw1tf70", "gateway-1engine.yaml",
+                                            sweep=False, controller={"target_fraction": 0.7}),
+        "gw1_tf80": lambda r: phase_gateway(r, "gw1tf80", "gateway-1engine.yaml",
+                                            sweep=False, controller={"target_fraction": 0.8}),
         "fcfs_sweep": phase_fcfs_sweep,
         "gw1_overload": phase_gateway_then_overload,
     }
