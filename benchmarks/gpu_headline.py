@@ -20,7 +20,7 @@ writes ``results.json`` as it finishes, so a cut-off run keeps what it measured.
 
     python3 -m benchmarks.gpu_headline --model /abs/dsk7b --out /tmp/h100/main [--smoke]
         [--phases fcfs,prio,gw1,gw2,fcfs_sweep]   (also: gw1_nosweep, gw1_floor128, gw1_overload,
-        gw1_plain, gw1_tf70, gw1_tf80) [--target-ms T]
+        gw1_plain, gw1_tf70, gw1_tf80, gw1_pace1024, gw1_pace2048) [--target-ms T]
         (T: the interactive target from an earlier call's fcfs phase)
 
 How it gets there: in the session's checkout, ``PY_TOK=$PWD/.venv/bin/python bash
@@ -151,11 +151,13 @@ def plain_vllm(run: Run, name: str, *extra: str) -> Server:
 
 
 def gateway(run: Run, name: str, template: str,
-            controller: dict[str, Any] | None = None) -> Server:
+            controller: dict[str, Any] | None = None,
+            scheduler: dict[str, Any] | None = None) -> Server:
     """Start the gateway on the run's copy of ``benchmarks/gpu/<template>`` (with
-    ``controller`` settings overridden, for a variant)."""
+    ``controller`` and ``scheduler`` settings overridden, for a variant)."""
     config = yaml.safe_load((ROOT / "benchmarks" / "gpu" / template).read_text())
     config["scheduler"]["controller"].update(controller or {})
+    config["scheduler"].update(scheduler or {})
     for engine in config["engines"]:
         engine["model"] = run.model
     for c in config["classes"]:
@@ -239,8 +241,9 @@ def phase_priority(run: Run) -> None:
 
 
 def phase_gateway(run: Run, name: str, template: str, sweep: bool,
-                  controller: dict[str, Any] | None = None) -> None:
-    server = gateway(run, name, template, controller)
+                  controller: dict[str, Any] | None = None,
+                  scheduler: dict[str, Any] | None = None) -> None:
+    server = gateway(run, name, template, controller, scheduler)
     try:
         with SlaPoller(server.url, run.out / f"sla_{name}.csv"):
             run.loadtest(server.url, f"{name}-50", 50, *run.slos())
@@ -344,6 +347,13 @@ def main() -> None:
                                             sweep=False, controller={"target_fraction": 0.7}),
         "gw1_tf80": lambda r: phase_gateway(r, "gw1tf80", "gateway-1engine.yaml",
                                             sweep=False, controller={"target_fraction": 0.8}),
+        # batch starts paced by the prompt tokens it has in prefill (prefill_budget_tokens)
+        "gw1_pace1024": lambda r: phase_gateway(r, "gw1p1024", "gateway-1engine.yaml",
+                                                sweep=False,
+                                                scheduler={"prefill_budget_tokens": 1024}),
+        "gw1_pace2048": lambda r: phase_gateway(r, "gw1p2048", "gateway-1engine.yaml",
+                                                sweep=False,
+                                                scheduler={"prefill_budget_tokens": 2048}),
         "fcfs_sweep": phase_fcfs_sweep,
         "gw1_overload": phase_gateway_then_overload,
     }

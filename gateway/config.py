@@ -150,6 +150,7 @@ class SchedulerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     promotion_age_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 10.0  # starvation guard
     reserved_slots: Count = 2  # per engine: slots under its limit kept for its most urgent class
     top_class_headroom: Count = 8  # per engine: slots past its limit its most urgent class may use
+    prefill_budget_tokens: Count = 0  # per engine: lower classes' prompt tokens in prefill; 0: off
     prefix_tokens: Annotated[int, msgspec.Meta(gt=0, le=4096)] = 32  # hashed for affinity
     rate_window_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0  # drain-rate window
     controller: ControllerConfig = ControllerConfig()

@@ -35,6 +35,7 @@ def scheduler_settings(config: GatewayConfig) -> SchedulerSettings:
         promotion_age_s=s.promotion_age_s,
         reserved_slots=s.reserved_slots,
         top_class_headroom=s.top_class_headroom,
+        prefill_budget_tokens=s.prefill_budget_tokens,
         prefix_tokens=s.prefix_tokens,
         rate_window_s=s.rate_window_s,
         controller=ControllerSettings(
@@ -77,6 +78,7 @@ def sla_view(snapshot: SchedulerSnapshot, default_class: str) -> dict[str, Any]:
         "engines": [
             {
                 "name": e.name, "healthy": e.healthy, "inflight": e.inflight,
+                "prefill_tokens": e.prefill_tokens,
                 "concurrency_limit": e.controller.limit,
                 "ttft_target_ms": ms(e.controller.target_s),
                 "observed_ttft_ms": ms(e.controller.observed_s),

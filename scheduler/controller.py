@@ -12,8 +12,11 @@ A cut only helps while the engine's step time depends on its batch. Past that
 point (a prefill waits one step whatever the batch; the CPU is shared) cutting
 further lowers throughput and not TTFT, and plain AIMD rides the limit down to
 its floor. So each cut is checked: once samples from the smaller batch arrive,
-a cut that did not lower the over-target ratio by ``min_gain`` is undone and
-no further cut is made for ``futile_hold_s`` (then the controller probes again).
+a cut that did not lower the over-target ratio by ``min_gain`` is undone, and
+for ``futile_hold_s`` the controller aims at what the engine showed it can do
+(that ratio, plus ``min_gain``) instead of the target: it grows the batch while
+TTFT stays there, and cuts only when TTFT rises past it. Then it probes the
+real target again.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ class ConcurrencyController:
         self._observed: float | None = None
         self._decreased_at = float("-inf")
         self._cut: tuple[int, float] | None = None  # (limit before, ratio that made it)
-        self._hold_until = float("-inf")  # no cut before this: the last one bought nothing
+        self._hold_until = float("-inf")  # until then, aim at _floor: the last cut bought nothing
+        self._floor = 1.0  # the over-target ratio the smaller batch still showed
         self._by_class: tuple[tuple[str, float], ...] = ()
 
     def observe(self, ttft_s: float, now: float, sla_class: str | None = None) -> None:
@@ -132,8 +136,13 @@ class ConcurrencyController:
             # The smaller batch is no faster to start: give its throughput back.
             self._set_limit(cut[0], now)
             self._hold_until = now + s.futile_hold_s
+            self._floor = ratio
             return "revert"
-        if now < self._hold_until:
+        if now < self._hold_until and ratio <= self._floor * (1.0 + s.min_gain):
+            # As fast as this engine starts requests: more batch costs no TTFT.
+            if self._binding:
+                self.limit = min(self.max_limit, self.limit + s.increase)
+                return "increase"
             return "hold"
         limit = self.limit
         self._set_limit(max(self.min_limit, int(min(limit, used) * s.decrease)), now)

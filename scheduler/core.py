@@ -52,6 +52,7 @@ class EngineSnapshot:
     healthy: bool
     inflight: int
     controller: ControllerState
+    prefill_tokens: int = 0  # lower-class prompt tokens granted and still in prefill
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,8 @@ class Scheduler:
         self.inflight = dict.fromkeys(engine_max, 0)
         # In flight per engine among the tickets its limit sizes (see _governs).
         self._governed = dict.fromkeys(engine_max, 0)
+        # Prompt tokens of paced tickets granted there and not at their first token yet.
+        self._prefill = dict.fromkeys(engine_max, 0)
         # The most urgent rank each engine serves: only it may use reserved slots.
         self._top_rank = _top_ranks(classes, engine_max)
         self._mixed = _mixed_ranks(classes, engine_max)
@@ -191,7 +194,8 @@ class Scheduler:
             if picked is None:
                 break
             ticket, policy = picked
-            candidates = sorted(e for e in policy.engines & free if self._usable(e, policy))
+            candidates = sorted(e for e in policy.engines & free
+                                if self._usable(e, policy) and not self._paced_out(e, policy))
             engine = choose_engine(candidates, self.affinity.lookup(ticket.prefix_key),
                                    self.inflight, {e: self.limit(e) for e in candidates})
             self._grant(ticket, policy, engine, now)
@@ -205,7 +209,8 @@ class Scheduler:
     def _select(self, now: float, free: set[str]) -> tuple[Ticket, ClassPolicy] | None:
         ready = [c for c in self.classes.values()
                  if len(self.queues[c.name])
-                 and any(self._usable(e, c) for e in c.engines & free)]
+                 and any(self._usable(e, c) and not self._paced_out(e, c)
+                         for e in c.engines & free)]
         if not ready:
             return None
         top = min(c.rank for c in ready)
@@ -239,6 +244,21 @@ class Scheduler:
         behind a limit the controller just cut below what is already running.
         """
         return self.inflight[engine] < self._class_limit(engine, policy)
+
+    def _paces(self, engine: str, policy: ClassPolicy) -> bool:
+        return (self.settings.prefill_budget_tokens > 0 and self._mixed[engine]
+                and policy.rank > self._top_rank[engine])
+
+    def _paced_out(self, engine: str, policy: ClassPolicy) -> bool:
+        """A lower class waits while the engine's prefill budget is spent.
+
+        Its prefills would fill the engine's next steps' token budget, and a
+        chunked prefill already running is scheduled before any waiting one
+        (vLLM), however urgent: the top class's prefill would wait steps for room.
+        Not a reason to grow the limit, so ``_note_binding`` ignores it.
+        """
+        return (self._paces(engine, policy)
+                and self._prefill[engine] >= self.settings.prefill_budget_tokens)
 
     def _class_limit(self, engine: str, policy: ClassPolicy) -> int:
         """The in-flight count below which a ticket of this class may start there."""
@@ -277,6 +297,9 @@ class Scheduler:
         if self._governs(engine, policy):
             ticket.governed = True
             self._governed[engine] += 1
+        if self._paces(engine, policy):
+            ticket.paced = True
+            self._prefill[engine] += ticket.prompt_tokens
         self._granted[ticket.id] = ticket
         self.affinity.remember(ticket.prefix_key, engine)
         self._vtime = self._pass[policy.name]
@@ -295,12 +318,15 @@ class Scheduler:
 
     # -- progress and endings -------------------------------------------------------
 
-    def first_token(self, ticket: Ticket, now: float) -> None:
-        """The engine produced the ticket's first token: feed the controller."""
+    def first_token(self, ticket: Ticket, now: float) -> bool:
+        """The engine produced the ticket's first token: feed the controller.
+
+        True if that frees prefill budget (the caller should dispatch)."""
         if ticket.first_token_at is not None or ticket.granted_at is None:
-            return
+            return False
         ticket.first_token_at = now
         assert ticket.engine is not None
+        freed = self._end_prefill(ticket)
         if ticket.batch_at_grant <= self._governed_limit(ticket.engine):
             # Started next to no more of the sized batch than the limit now allows:
             # evidence about this limit (after a cut, the batch drains down to it first).
@@ -308,6 +334,15 @@ class Scheduler:
                                                     ticket.sla_class)
         if ticket.sla_class in self._ttft:  # else its class is gone since a reload
             self._ttft[ticket.sla_class].append(now - ticket.arrival)
+        return freed
+
+    def _end_prefill(self, ticket: Ticket) -> bool:
+        if not ticket.paced:
+            return False
+        ticket.paced = False
+        assert ticket.engine is not None
+        self._prefill[ticket.engine] -= ticket.prompt_tokens
+        return bool(self._queued)
 
     def release(self, ticket: Ticket, now: float, outcome: str = "finished") -> None:
         """A granted ticket is done (finished, failed or aborted): free its slot."""
@@ -322,6 +357,7 @@ class Scheduler:
         self.inflight[ticket.engine] -= 1
         if ticket.governed:
             self._governed[ticket.engine] -= 1
+        self._end_prefill(ticket)
         self._drain[ticket.engine].record(now)
         self.counters[ticket.sla_class][outcome] += 1
 
@@ -442,7 +478,8 @@ class Scheduler:
             classes.append(ClassSnapshot(policy, len(queue), queue.queued_tokens,
                                          dict(self.counters[name]), p99))
         engines = tuple(EngineSnapshot(e, e in self.healthy, self.inflight[e],
-                                       self.controllers[e].state()) for e in self.inflight)
+                                       self.controllers[e].state(), self._prefill[e])
+                        for e in self.inflight)
         return SchedulerSnapshot(tuple(classes), engines)
 
 

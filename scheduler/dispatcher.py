@@ -90,7 +90,8 @@ class Dispatcher:
             raise Rejected(rejection)
 
     def first_token(self, ticket: Ticket) -> None:
-        self.scheduler.first_token(ticket, self.now())
+        if self.scheduler.first_token(ticket, self.now()):
+            self._dispatch()  # its prompt left the prefill budget: a paced class may start
 
     def release(self, ticket: Ticket, outcome: str = "finished") -> None:
         self.scheduler.release(ticket, self.now(), outcome)

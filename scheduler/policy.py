@@ -57,6 +57,10 @@ class SchedulerSettings:
     promotion_age_s: float = 10.0  # a ticket queued this long joins the top rank
     reserved_slots: int = 0  # per engine, below its limit, only for its most urgent class
     top_class_headroom: int = 0  # per engine, past its limit, only for its most urgent class
+    # Per engine shared by several ranks: prompt tokens of lower-class tickets granted
+    # and still in prefill (no first token yet) past which no more of them start, so an
+    # urgent prefill finds room in the engine's next steps. 0: off.
+    prefill_budget_tokens: int = 0
     prefix_tokens: int = 32  # leading prompt tokens hashed for affinity
     affinity_entries: int = 65_536  # bound on remembered prefixes
     rate_window_s: float = 10.0  # drain-rate window for predicted waits

@@ -37,6 +37,7 @@ class Ticket:
     promoted: bool = False
     governed: bool = False  # counted in its engine's limit-sized batch (Scheduler._governs)
     batch_at_grant: int = 0  # that batch's size when this ticket was granted
+    paced: bool = False  # its prompt counts in the engine's prefill budget until its first token
 
     @property
     def cost(self) -> int:

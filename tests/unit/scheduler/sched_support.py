@@ -38,11 +38,13 @@ def ticket(sla_class: str = "interactive", *, tenant: str = "t", prompt_tokens: 
 def scheduler(classes: Iterable[ClassPolicy], engines: Mapping[str, int] | None = None, *,
               promotion_age_s: float = 10.0, rate_window_s: float = 10.0,
               reserved_slots: int = 0, top_class_headroom: int = 0,
+              prefill_budget_tokens: int = 0,
               controller: ControllerSettings = FIXED) -> Scheduler:
     return Scheduler(list(classes), dict(engines or {"a": 4}),
                      SchedulerSettings(promotion_age_s=promotion_age_s,
                                        reserved_slots=reserved_slots,
                                        top_class_headroom=top_class_headroom,
+                                       prefill_budget_tokens=prefill_budget_tokens,
                                        rate_window_s=rate_window_s, controller=controller))
 
 

@@ -352,3 +352,20 @@ def test_closed_loop_with_a_ttft_floor_keeps_the_batch() -> None:
     limits = checked.limits_between(5, 60)
     assert float(np.mean(limits)) >= 40, sorted(set(limits))  # 40 clients: none held back
     assert min(limits) >= 28  # a probe cut (40 * 0.75 = 30), then back
+
+
+def test_after_a_futile_cut_the_batch_grows_while_ttft_stays_at_the_engines_floor() -> None:
+    c = started(max_limit=64)  # limit 64, target 0.2
+    feed(c, [0.3] * 10)
+    c.update(1.0)
+    feed(c, [0.3] * 10, start=1.5)
+    c.update(2.0)
+    assert c.limit == 64 and c.state().last_action == "revert"  # floor: 0.3 / 0.2 = 1.5x
+    c.limit = 40  # (as if it had been held lower before)
+    feed(c, [0.31] * 10, start=2.5)  # within min_gain (5%) of the floor, and binding
+    c.note_binding()
+    c.update(3.0)
+    assert c.limit == 41 and c.state().last_action == "increase"
+    feed(c, [0.34] * 10, start=3.5)  # past the floor's tolerance: TTFT grew with the batch
+    c.update(4.0)
+    assert c.limit == 30 and c.state().last_action == "decrease"  # 41 * 0.75

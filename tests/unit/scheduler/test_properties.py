@@ -75,6 +75,7 @@ def policies(draw: st.DrawFn, engines: list[str]) -> tuple[list[ClassPolicy],
         min_samples=draw(st.integers(1, 3)), quantile=0.9, target_fraction=0.5)
     sched = SchedulerSettings(promotion_age_s=draw(st.sampled_from([0.5, 2.0, 5.0])),
                               reserved_slots=draw(st.integers(0, 2)),
+                              prefill_budget_tokens=draw(st.sampled_from([0, 1, 60])),
                               rate_window_s=draw(st.sampled_from([1.0, 5.0])),
                               controller=controller)
     return classes, sched
@@ -116,6 +117,19 @@ class SchedulerMachine(RuleBasedStateMachine):
         if classes[cls].rank > top:
             limit = max(1, limit - self.s.settings.reserved_slots)
         return limit
+
+    def paced_out(self, engine: str, cls: str) -> bool:
+        """Whether this class waits on the engine's prefill budget (the model's own
+        view: prompts of the paced tickets granted there without a first token)."""
+        budget = self.s.settings.prefill_budget_tokens
+        ranks = {c.rank for c in self.s.classes.values() if engine in c.engines}
+        if not budget or len(ranks) < 2 or self.s.classes[cls].rank == min(ranks):
+            return False
+        return self.prefill(engine) >= budget
+
+    def prefill(self, engine: str) -> int:
+        return sum(t.prompt_tokens for t in self.in_bucket("granted")
+                   if t.engine == engine and t.paced and t.first_token_at is None)
 
     def in_bucket(self, bucket: str) -> list[Ticket]:
         return [self.tickets[i] for i, b in sorted(self.where.items()) if b == bucket]
@@ -159,6 +173,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         classes = dict(self.s.classes)
         retired_left = Counter(t.sla_class for t in self.in_bucket("queued")
                                if t.sla_class not in self.classes)
+        prefill = {e: self.prefill(e) for e in running}
+        budget = self.s.settings.prefill_budget_tokens
         grants = self.s.dispatch(self.now)
         for t in grants:
             assert self.where[t.id] == "queued", "granted a ticket that was not queued"
@@ -170,6 +186,9 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert running[t.engine] < self.usable_limit(t.engine, t.sla_class, classes), \
                 f"engine {t.engine} granted past its limit"
             running[t.engine] += 1
+            if t.paced:  # started only while the engine's prefill budget had room
+                assert prefill[t.engine] < budget, f"{t.id} started past the prefill budget"
+                prefill[t.engine] += t.prompt_tokens
             if t.sla_class in retired_left:
                 retired_left[t.sla_class] -= 1
                 if not retired_left[t.sla_class]:
@@ -182,7 +201,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         age = self.s.settings.promotion_age_s
         for t in self.in_bucket("queued"):
             can_run = {e for e in self.s.classes[t.sla_class].engines & self.s.healthy
-                       if self.s.inflight[e] < self.usable_limit(e, t.sla_class)}
+                       if self.s.inflight[e] < self.usable_limit(e, t.sla_class)
+                       and not self.paced_out(e, t.sla_class)}
             assert not can_run, f"{t.id} ({t.sla_class}) left waiting beside {can_run}"
             assert not (self.now - t.arrival > age + 1e-9 and can_run)
 
@@ -276,6 +296,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         on: Counter[str | None] = Counter(t.engine for t in self.in_bucket("granted"))
         for e, n in self.s.inflight.items():
             assert n == on[e]
+            snapshot = {x.name: x for x in self.s.snapshot().engines}
+            assert snapshot[e].prefill_tokens == self.prefill(e)  # back to 0 when none left
             c = self.s.controllers[e]
             assert min(c.settings.min_limit, c.max_limit) <= self.s.limit(e) <= c.max_limit
 
