@@ -20,7 +20,8 @@ writes ``results.json`` as it finishes, so a cut-off run keeps what it measured.
 
     python3 -m benchmarks.gpu_headline --model /abs/dsk7b --out /tmp/h100/main [--smoke]
         [--phases fcfs,prio,gw1,gw2,fcfs_sweep]   (also: gw1_nosweep, gw1_floor128, gw1_overload,
-        gw1_plain, gw1_tf70, gw1_tf80, gw1_pace1024, gw1_pace2048) [--target-ms T]
+        gw1_plain, gw1_tf70, gw1_tf80, gw1_pace512, gw1_pace1024, gw1_pace2048,
+        gw1_pace1024_f128) [--target-ms T]
         (T: the interactive target from an earlier call's fcfs phase)
 
 How it gets there: in the session's checkout, ``PY_TOK=$PWD/.venv/bin/python bash
@@ -354,6 +355,13 @@ def main() -> None:
         "gw1_pace2048": lambda r: phase_gateway(r, "gw1p2048", "gateway-1engine.yaml",
                                                 sweep=False,
                                                 scheduler={"prefill_budget_tokens": 2048}),
+        "gw1_pace512": lambda r: phase_gateway(r, "gw1p512", "gateway-1engine.yaml",
+                                               sweep=False,
+                                               scheduler={"prefill_budget_tokens": 512}),
+        # pacing with a floor of 128 sequences (throughput ~ sequences in the engine)
+        "gw1_pace1024_f128": lambda r: phase_gateway(
+            r, "gw1p1024f128", "gateway-1engine.yaml", sweep=False,
+            controller={"min_limit": 128}, scheduler={"prefill_budget_tokens": 1024}),
         "fcfs_sweep": phase_fcfs_sweep,
         "gw1_overload": phase_gateway_then_overload,
     }

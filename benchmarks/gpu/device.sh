@@ -3,7 +3,8 @@
 # `INSTALL_ONLY=1 bash .gpu/device_run.sh` installed vLLM 0.26 into /tmp/vllm_site.
 #   bash benchmarks/gpu/device.sh start SECONDS   smoke (two-engine gateway, 20 requests; SMOKE=0
 #                                                 skips it), then start the headline driver
-#                                                 detached (PHASES=fcfs,prio,... picks phases)
+#                                                 detached (PHASES=fcfs,prio,... picks phases,
+#                                                 DURATION=30 the seconds each load runs)
 #   bash benchmarks/gpu/device.sh wait SECONDS    wait for it (a later call on the warm machine)
 # Either way: wait up to SECONDS for the driver's DONE, then pack /tmp/h100 into
 # $OUT/h100.tar.gz (a call's limit is 10 minutes; the detached driver outlives the call
@@ -30,7 +31,7 @@ if [ "$1" = start ]; then
   fi
   echo "starting the headline driver"
   setsid nohup python3 -m benchmarks.gpu_headline --model "$MODEL" --out "$R/main" \
-    ${PHASES:+--phases $PHASES} > "$R/main.log" 2>&1 < /dev/null &
+    ${PHASES:+--phases $PHASES} ${DURATION:+--duration $DURATION} > "$R/main.log" 2>&1 < /dev/null &
 fi
 while [ ! -f "$R/main/DONE" ] && [ $(( $(date +%s) - T0 )) -lt "$2" ]; do sleep 5; done
 pack
