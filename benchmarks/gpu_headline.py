@@ -21,7 +21,7 @@ writes ``results.json`` as it finishes, so a cut-off run keeps what it measured.
     python3 -m benchmarks.gpu_headline --model /abs/dsk7b --out /tmp/h100/main [--smoke]
         [--phases fcfs,prio,gw1,gw2,fcfs_sweep]   (also: gw1_nosweep, gw1_floor128, gw1_overload,
         gw1_plain, gw1_tf70, gw1_tf80, gw1_pace512, gw1_pace1024, gw1_pace2048,
-        gw1_pace1024_f128) [--target-ms T]
+        gw1_pace1024_f128, gw1@KEY=VALUE+KEY=VALUE...) [--target-ms T]
         (T: the interactive target from an earlier call's fcfs phase)
 
 How it gets there: in the session's checkout, ``PY_TOK=$PWD/.venv/bin/python bash
@@ -313,6 +313,26 @@ def smoke(run: Run) -> None:
         stop(server)
 
 
+CONTROLLER_KEYS = {"initial_limit", "min_limit", "increase", "decrease", "quantile",
+                   "target_fraction", "min_gain", "futile_hold_s"}
+
+
+def variant(spec: str) -> Callable[[Run], None]:
+    """``gw1@min_limit=144+prefill_budget_tokens=1536``: the one-engine gateway with
+    those controller (``CONTROLLER_KEYS``) and scheduler settings, named after them."""
+    head, _, body = spec.partition("@")
+    if head != "gw1" or not body:
+        raise KeyError(f"unknown phase {spec!r}")
+    controller: dict[str, Any] = {}
+    scheduler: dict[str, Any] = {}
+    for item in body.split("+"):
+        key, _, value = item.partition("=")
+        (controller if key in CONTROLLER_KEYS else scheduler)[key] = yaml.safe_load(value)
+    name = "gw1_" + "_".join(f"{k}{v}" for k, v in {**controller, **scheduler}.items())
+    return lambda r: phase_gateway(r, name, "gateway-1engine.yaml", sweep=False,
+                                   controller=controller, scheduler=scheduler)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True, help="absolute path of the dsk7b folder")
@@ -369,7 +389,7 @@ def main() -> None:
     for name in args.phases.split(","):
         print(f"[{time.time() - t0:5.0f} s] phase {name}", flush=True)
         try:
-            phases[name](run)
+            (phases[name] if name in phases else variant(name))(run)
         except Exception as exc:  # one broken phase must not cost the others
             traceback.print_exc()
             run.results["errors"][name] = repr(exc)[:2000]

@@ -25,8 +25,20 @@ SYSTEMS = (  # phase folder, label
     ("vllm-prio-50", "vLLM priority"),
     ("gw1-50", "slagate, 1 engine"),
     ("gw1f128-50", "slagate, 1 engine, floor 128"),
+    ("gw1p512-50", "slagate, 1 engine, pacing 512"),
+    ("gw1p1024-50", "slagate, 1 engine, pacing 1024"),
+    ("gw1p1024f128-50", "slagate, 1 engine, pacing 1024, floor 128"),
     ("gw2-50", "slagate, 2 engines"),
 )
+
+
+def systems(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """SYSTEMS this run measured, then its other gateway phases (``gw1@...`` variants)
+    under their own names."""
+    known = [(phase, label) for phase, label in SYSTEMS if phase in run["phases"]]
+    seen = {phase for phase, _ in known}
+    return known + [(phase, f"slagate, {phase[:-3]}") for phase in run["phases"]
+                    if phase.startswith("gw") and phase.endswith("-50") and phase not in seen]
 CLASS_COLORS = {"interactive": "tab:red", "batch": "tab:blue"}
 # What the plot titles say: the device (--prefix, upper-cased) and what the gateway ran.
 LABELS = {"device": "H100", "after_50": "then the sweep 9 / 18 / 36 / 54 / 108 req/s"}
@@ -46,9 +58,7 @@ def rows(run: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per system measured at 50 req/s in this run."""
     fcfs = run["phases"]["vllm-fcfs-50"]["summary"]["overall"]["output_tokens_per_s"]
     out = []
-    for phase, label in SYSTEMS:
-        if phase not in run["phases"]:
-            continue
+    for phase, label in systems(run):
         s = run["phases"][phase]["summary"]
         i, b, o = s["per_class"]["interactive"], s["per_class"]["batch"], s["overall"]
         out.append({
@@ -206,6 +216,10 @@ def main() -> None:
     parser.add_argument("--plots-from", type=Path, required=True)
     parser.add_argument("--docs", type=Path, default=Path("docs/benchmarks"))
     parser.add_argument("--prefix", default="h100", help="file names: PREFIX-controller.png, ...")
+    parser.add_argument("--controller", default="gw1",
+                        help="the gateway phase whose /v1/sla samples the controller plot shows")
+    parser.add_argument("--ttft-phases", type=lambda v: v.split(","), default=None,
+                        help="the phases in the TTFT-over-time plot (default: every one)")
     args = parser.parse_args()
     summary: dict[str, Any] = {}
     for i, folder in enumerate(args.run, 1):
@@ -223,10 +237,12 @@ def main() -> None:
         print(sweep_table(main_dir))
     args.docs.mkdir(parents=True, exist_ok=True)
     prefix = args.prefix
-    plot_ttft_over_time(main_dir, [(p, label) for p, label in SYSTEMS
-                                   if (main_dir / p / "requests.csv").exists()],
+    plotted = load_run(args.plots_from)
+    plot_ttft_over_time(main_dir, [(p, label) for p, label in systems(plotted)
+                                   if (main_dir / p / "requests.csv").exists()
+                                   and (not args.ttft_phases or p in args.ttft_phases)],
                         args.docs / f"{prefix}-ttft-over-time.png")
-    plot_controller(main_dir, "gw1", args.docs / f"{prefix}-controller.png")
+    plot_controller(main_dir, args.controller, args.docs / f"{prefix}-controller.png")
     if swept:
         plot_sweep(main_dir, args.docs / f"{prefix}-sweep.png")
     (args.docs / f"{prefix}-summary.json").write_text(json.dumps(summary, indent=1) + "\n")
