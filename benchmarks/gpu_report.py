@@ -216,13 +216,14 @@ def main() -> None:
     parser.add_argument("--plots-from", type=Path, required=True)
     parser.add_argument("--docs", type=Path, default=Path("docs/benchmarks"))
     parser.add_argument("--prefix", default="h100", help="file names: PREFIX-controller.png, ...")
+    parser.add_argument("--first", type=int, default=1, help="the first --run's number")
     parser.add_argument("--controller", default="gw1",
                         help="the gateway phase whose /v1/sla samples the controller plot shows")
     parser.add_argument("--ttft-phases", type=lambda v: v.split(","), default=None,
                         help="the phases in the TTFT-over-time plot (default: every one)")
     args = parser.parse_args()
     summary: dict[str, Any] = {}
-    for i, folder in enumerate(args.run, 1):
+    for i, folder in enumerate(args.run, args.first):
         run = load_run(folder)
         print(table(run, f"Run {i}"), end="\n\n")
         summary[f"run{i}"] = {"device": run["device"],
@@ -230,7 +231,7 @@ def main() -> None:
                               "rows": rows(run), "errors": run["errors"]}
     main_dir = args.plots_from / "main"
     swept = (main_dir / "gw1-sweep" / "sweep.json").exists()
-    LABELS["device"] = args.prefix.upper()
+    LABELS["device"] = args.prefix.split("-")[0].upper()
     if not swept:
         LABELS["after_50"] = "alone"
     if swept:
