@@ -60,8 +60,12 @@ async def test_ten_requests_against_plain_vllm(plain_vllm: str, demo_dir: str,
     for r in result.measured:
         assert r.output_tokens == 64  # ignore_eos honoured, counted from usage
         assert r.prompt_tokens == 256  # exact prompts from the model's own tokenizer
-        assert len(r.itl_s) == 63  # one event per token
+        # One gap per token event after the first. vLLM's server sends one event per
+        # token while its output handler keeps up, and merges deltas when it falls
+        # behind (seen in CI with the box busy: 25 events for 64 tokens).
+        assert 1 <= len(r.itl_s) <= 63
         assert 0 < r.ttft_s <= r.e2el_s  # type: ignore[operator]
+        assert sum(r.itl_s) == pytest.approx(r.e2el_s - r.ttft_s, abs=1e-6)  # type: ignore[operator]
     # (no lower bound on TPOT: with vLLM's threads on both of this machine's cores, a
     # starved client can read a whole stream in one chunk; TPOT is then honestly ~0)
     assert overall["tpot_ms"]["p50"] >= 0 and overall["output_tokens_per_s"] > 0
