@@ -155,12 +155,17 @@ def gateway(run: Run, name: str, template: str,
             controller: dict[str, Any] | None = None,
             scheduler: dict[str, Any] | None = None) -> Server:
     """Start the gateway on the run's copy of ``benchmarks/gpu/<template>`` (with
-    ``controller`` and ``scheduler`` settings overridden, for a variant)."""
+    ``controller`` and ``scheduler`` settings overridden, for a variant; a scheduler key
+    ``args.NAME`` sets every engine's vLLM argument NAME instead)."""
     config = yaml.safe_load((ROOT / "benchmarks" / "gpu" / template).read_text())
+    settings = dict(scheduler or {})
+    engine_args = {key.removeprefix("args."): settings.pop(key)
+                   for key in list(settings) if key.startswith("args.")}
     config["scheduler"]["controller"].update(controller or {})
-    config["scheduler"].update(scheduler or {})
+    config["scheduler"].update(settings)
     for engine in config["engines"]:
         engine["model"] = run.model
+        engine["args"].update(engine_args)
     for c in config["classes"]:
         if c["name"] == "interactive" and run.target_ms is not None:
             c["ttft_target_ms"] = round(run.target_ms, 1)
@@ -319,7 +324,8 @@ CONTROLLER_KEYS = {"initial_limit", "min_limit", "increase", "decrease", "quanti
 
 def variant(spec: str) -> Callable[[Run], None]:
     """``gw1@min_limit=144+prefill_budget_tokens=1536``: the one-engine gateway with
-    those controller (``CONTROLLER_KEYS``) and scheduler settings, named after them."""
+    those controller (``CONTROLLER_KEYS``) and scheduler settings (``args.NAME=V``: the
+    engine's vLLM argument), named after them."""
     head, _, body = spec.partition("@")
     if head != "gw1" or not body:
         raise KeyError(f"unknown phase {spec!r}")

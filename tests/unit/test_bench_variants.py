@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+import yaml
+
+import benchmarks.gpu_headline as gpu
 from benchmarks.gpu_headline import variant
 from benchmarks.sla_ab import apply, parse_variant
 
@@ -39,3 +43,27 @@ def test_gpu_variant_splits_controller_and_scheduler_settings(
                       {"prefill_budget_tokens": 1536})]
     with pytest.raises(KeyError):
         variant("gw2@min_limit=1")
+
+
+def test_gpu_gateway_config_takes_engine_args_from_args_keys(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    started: list[str] = []
+
+    class FakeServer:
+        ready_s = 0.0
+
+    def fake_start(name: str, cmd: list[str], *rest: object, **kw: object) -> FakeServer:
+        started.append(cmd[cmd.index("--config") + 1])
+        return FakeServer()
+
+    monkeypatch.setattr(gpu, "start", fake_start)
+    monkeypatch.setattr(gpu, "gpu_name", lambda: "none")
+    run = gpu.Run(tmp_path, "/abs/dsk7b", 30)
+    gpu.gateway(run, "v", "gateway-1engine.yaml", {"min_limit": 100},
+              {"args.max_num_batched_tokens": 2048, "prefill_budget_tokens": 512})
+    config = yaml.safe_load(Path(started[0]).read_text())
+    assert config["engines"][0]["args"]["max_num_batched_tokens"] == 2048
+    assert config["engines"][0]["model"] == "/abs/dsk7b"
+    assert config["scheduler"]["prefill_budget_tokens"] == 512
+    assert config["scheduler"]["controller"]["min_limit"] == 100
+    assert "args.max_num_batched_tokens" not in config["scheduler"]
