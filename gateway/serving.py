@@ -282,7 +282,8 @@ class CompletionService:
         prefix = "cmpl" if parsed.kind == "completion" else "chatcmpl"
         sampling = parsed.sampling
         if sampling.max_tokens != max_tokens:
-            sampling = replace(sampling, max_tokens=max_tokens)  # ~10 us: only when needed
+            # ~10 us: only for a body without max_tokens (validate.py keeps the body's)
+            sampling = replace(sampling, max_tokens=max_tokens)
         return GenerationRequest(
             request_id=f"{prefix}-{_request_id()}",
             prompt_token_ids=ids,
@@ -315,7 +316,7 @@ class CompletionService:
             raise self._engine_failure(engine, exc) from exc
         except Overrun as exc:
             raise await self._stalled(engine, generation, exc) from None
-        self.metrics.tokens.labels(sla.name, "completion").inc(transcript.completion_tokens)
+        self._child(self.metrics.tokens, sla.name, "completion").inc(transcript.completion_tokens)
         self._observe(sla, engine, transcript, timer, ticket)
         return web.Response(body=orjson.dumps(transcript.response()),
                             content_type="application/json",
@@ -385,7 +386,7 @@ class CompletionService:
         finally:
             # Whatever the outcome: a stream cut short still sent these tokens,
             # and completion tokens counted must equal tokens sent.
-            self.metrics.tokens.labels(sla.name, "completion").inc(sent)
+            self._child(self.metrics.tokens, sla.name, "completion").inc(sent)
         self._observe(sla, engine, transcript, timer, ticket)
         return response, "ok"
 
