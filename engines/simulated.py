@@ -51,24 +51,36 @@ class _Fault:
 
 
 class _Stream:
-    """Deltas of one request on their way from the step loop to its generator."""
+    """Deltas of one request on their way from the step loop to its generator.
 
-    __slots__ = ("deltas", "error", "fault", "open_choices", "ready")
+    The generator, when it finds nothing queued, waits on a bare future that the
+    next ``push`` (or ``fail``) resolves: one wake-up per token without an
+    ``asyncio.Event``'s waiter list and its clear/wait/remove on every token.
+    """
+
+    __slots__ = ("_waiter", "deltas", "error", "fault", "open_choices")
 
     def __init__(self, choices: int, fault: _Fault | None) -> None:
         self.deltas: collections.deque[TokenDelta] = collections.deque()
         self.error: EngineError | None = None
         self.fault = fault
         self.open_choices = choices
-        self.ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
 
     def push(self, delta: TokenDelta) -> None:
         self.deltas.append(delta)
-        self.ready.set()
+        self._wake()
 
     def fail(self, error: EngineError) -> None:
         self.error = error  # overtakes queued deltas: the engine is gone
-        self.ready.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():  # else its generator was cancelled while waiting
+                waiter.set_result(None)
 
     async def next(self) -> TokenDelta:
         while True:
@@ -76,8 +88,8 @@ class _Stream:
                 raise self.error
             if self.deltas:
                 return self.deltas.popleft()
-            self.ready.clear()
-            await self.ready.wait()
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            await waiter
 
 
 class SimulatedEngine:
