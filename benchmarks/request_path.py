@@ -185,10 +185,14 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     server = runner.server
     assert server is not None
 
+    if args.gc_off:
+        gc.disable()  # diagnostic: what the cyclic collector costs on this path
     profile = cProfile.Profile() if args.profile else None
     results: dict[str, float] = {}
     phases = [("request", False, 8, args.requests), ("stream", True, 512, args.streams)]
     for name, stream, tokens, total in phases:
+        if args.only not in (None, name):
+            continue
         await _phase(server, stream, tokens, max(args.connections, total // 10),
                      args.connections)  # warm-up
         gc.collect()
@@ -214,6 +218,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--gc-off", action="store_true",
+                        help="disable the cyclic garbage collector (to see its share)")
+    parser.add_argument("--only", choices=("request", "stream"), help="run one phase only")
     parser.add_argument("--repeat", type=int, default=1, help="runs; prints each and the best")
     parser.add_argument("--profile", help="write cProfile stats of the measured phases here")
     args = parser.parse_args()

@@ -82,14 +82,10 @@ class _Stream:
             if not waiter.done():  # else its generator was cancelled while waiting
                 waiter.set_result(None)
 
-    async def next(self) -> TokenDelta:
-        while True:
-            if self.error is not None:
-                raise self.error
-            if self.deltas:
-                return self.deltas.popleft()
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-            await waiter
+    def waiter(self) -> asyncio.Future[None]:
+        """A future the next ``push`` or ``fail`` resolves (await it when empty)."""
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        return waiter
 
 
 class SimulatedEngine:
@@ -215,7 +211,13 @@ class SimulatedEngine:
             while stream.open_choices:
                 if stream.fault is not None and emitted >= stream.fault.after_tokens:
                     raise copy.copy(stream.fault.error)
-                delta = await stream.next()
+                # The queue read inline: awaiting the bare future costs no
+                # coroutine per token.
+                while stream.error is None and not stream.deltas:
+                    await stream.waiter()
+                if stream.error is not None:
+                    raise stream.error
+                delta = stream.deltas.popleft()
                 if delta.finish_reason is not None:
                     stream.open_choices -= 1
                 emitted += len(delta.token_ids)
