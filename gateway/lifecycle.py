@@ -31,7 +31,6 @@ class Lifecycle:
         self._inflight: set[asyncio.Task[object]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._tracker = _Tracker(self._inflight, self._idle)
 
     @property
     def ready(self) -> bool:
@@ -59,9 +58,11 @@ class Lifecycle:
         raise Unavailable("The gateway is shutting down.", reason="draining",
                           retry_after_s=5)
 
-    def track(self) -> _Tracker:
+    def track(self) -> _Tracking:
         """Count the current task as in-flight work for draining (``with track():``)."""
-        return self._tracker
+        task = asyncio.current_task()
+        assert task is not None
+        return _Tracking(self._inflight, self._idle, task)
 
     async def drain(self, timeout_s: float) -> int:
         """Stop accepting, wait for in-flight work, cancel what is left.
@@ -86,28 +87,25 @@ class Lifecycle:
             self.state = State.STOPPED
 
 
-class _Tracker:
-    """``Lifecycle.track``'s context manager: one per lifecycle, shared by every
-    request (each ``with`` runs in one task from start to end), so a request costs
-    no generator-based context manager (measured ~2 us)."""
+class _Tracking:
+    """``Lifecycle.track``'s context manager: a plain class, not a generator-based
+    ``contextmanager`` (measured ~2 us a request on the hot path)."""
 
-    __slots__ = ("_idle", "_inflight")
+    __slots__ = ("_idle", "_inflight", "_task")
 
-    def __init__(self, inflight: set[asyncio.Task[object]], idle: asyncio.Event) -> None:
+    def __init__(self, inflight: set[asyncio.Task[object]], idle: asyncio.Event,
+                 task: asyncio.Task[object]) -> None:
         self._inflight = inflight
         self._idle = idle
+        self._task = task
 
     def __enter__(self) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._inflight.add(task)
+        self._inflight.add(self._task)
         self._idle.clear()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        task = asyncio.current_task()
-        assert task is not None
         inflight = self._inflight
-        inflight.discard(task)
+        inflight.discard(self._task)
         if not inflight:
             self._idle.set()

@@ -52,6 +52,7 @@ from gateway.limits import read_body
 from gateway.logsafe import one_line
 from gateway.metrics import GatewayMetrics
 from gateway.prompts import PromptEncoder
+from gateway.schema import RequestLimits
 from gateway.validate import (
     Kind,
     ParsedRequest,
@@ -112,7 +113,7 @@ class CompletionService:
         self.metrics = metrics
         self.dispatcher = dispatcher
         self.supervisor = supervisor
-        self._watch_cache: tuple[ServerConfig, WatchLimits] | None = None
+        self._limits_cache: tuple[ServerConfig, WatchLimits, RequestLimits] | None = None
         self.quotas = quotas if quotas is not None else LocalQuotas()
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
@@ -138,7 +139,7 @@ class CompletionService:
             check_content_type(request.headers.get("Content-Type"))
             body = await read_body(request, config.server.max_body_bytes,
                                    config.server.body_timeout_s)
-            parsed = parse_request(kind, body, config.server.request_limits)
+            parsed = parse_request(kind, body, self._request_limits(config.server))
             model = self.models.get(parsed.model)
             if model is None:
                 raise NotFound(f"The model {parsed.model[:128]!r} does not exist. Served: "
@@ -294,10 +295,18 @@ class CompletionService:
     def _watch_limits(self, server: ServerConfig) -> WatchLimits:
         """The watchdog's limits for the config a request started with (a reload
         applies to requests that start after it)."""
-        cached = self._watch_cache
+        return self._limits(server)[1]
+
+    def _request_limits(self, server: ServerConfig) -> RequestLimits:
+        return self._limits(server)[2]
+
+    def _limits(self, server: ServerConfig) -> tuple[ServerConfig, WatchLimits, RequestLimits]:
+        # Derived once per config rather than built again for every request.
+        cached = self._limits_cache
         if cached is None or cached[0] is not server:
-            cached = self._watch_cache = (server, WatchLimits.of(server))
-        return cached[1]
+            cached = self._limits_cache = (server, WatchLimits.of(server),
+                                           server.request_limits)
+        return cached
 
     async def _complete(self, engine: Engine, generation: GenerationRequest,
                         transcript: Transcript, sla: SLAClass, ticket: Ticket,

@@ -65,9 +65,8 @@ class Dispatcher:
         if rejection is not None:
             raise Rejected(rejection)
         self._dispatch(arriving=ticket)
-        if ticket.state is TicketState.GRANTED:
-            # Granted on arrival (a free slot): nothing to wait for, no future.
-            assert ticket.engine is not None
+        if ticket.engine is not None:
+            # Granted (placed) on arrival, a free slot: nothing to wait for, no future.
             return ticket.engine
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters[ticket.id] = future
