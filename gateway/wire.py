@@ -93,9 +93,16 @@ class Transcript:
     def chunk(self, delta: TokenDelta) -> bytes:
         """Record a delta and render it as one SSE event."""
         choice = self.choices[delta.index]
-        self._count(choice, delta)
-        logprobs = self._logprobs(delta.logprobs) if delta.logprobs is not None else None
-        finish = str(delta.finish_reason) if delta.finish_reason is not None else None
+        # _count, inline: this runs once per token of every stream.
+        choice.tokens += len(delta.token_ids)
+        finish = None
+        if delta.finish_reason is not None:
+            finish = choice.finish_reason = str(delta.finish_reason)
+        logprobs = None
+        if delta.logprobs is not None:
+            if delta.logprobs:
+                choice.logprobs.extend(delta.logprobs)
+            logprobs = self._logprobs(delta.logprobs)
         body: dict[str, Any]
         if self.kind == "completion":
             body = {"index": delta.index, "text": delta.text, "logprobs": logprobs,
