@@ -196,8 +196,11 @@ class Scheduler:
             ticket, policy = picked
             candidates = sorted(e for e in policy.engines & free
                                 if self._usable(e, policy) and not self._paced_out(e, policy))
-            engine = choose_engine(candidates, self.affinity.lookup(ticket.prefix_key),
-                                   self.inflight, {e: self.limit(e) for e in candidates})
+            if len(candidates) == 1:
+                engine = candidates[0]  # what choose_engine picks among one
+            else:
+                engine = choose_engine(candidates, self.affinity.lookup(ticket.prefix_key),
+                                       self.inflight, {e: self.limit(e) for e in candidates})
             self._grant(ticket, policy, engine, now)
             grants.append(ticket)
             # A retired class that just drained may have held the top rank (and so
@@ -213,6 +216,14 @@ class Scheduler:
                          for e in c.engines & free)]
         if not ready:
             return None
+        if len(ready) == 1:
+            # One class with work it may start (the common case): it goes next, as
+            # the stride below would pick it; a lone class is never "promoted".
+            policy = ready[0]
+            ticket = self.queues[policy.name].peek()
+            assert ticket is not None
+            ticket.promoted = False
+            return ticket, policy
         top = min(c.rank for c in ready)
         promotion_age = self.settings.promotion_age_s
         contenders: list[tuple[ClassPolicy, bool]] = []
