@@ -131,7 +131,7 @@ class Scheduler:
         policy = self.classes.get(sla_class)
         if policy is None or sla_class in self._retired:
             return None  # submit refuses it (no_class) with the ticket
-        if self._queued == 0 and policy.engines & self.healthy:
+        if self._queued == 0 and not policy.engines.isdisjoint(self.healthy):
             return None  # nothing queued: nothing to wait behind (the common case)
         rejection = self._admission(policy, None, deadline, now)
         if rejection is not None:
@@ -143,7 +143,7 @@ class Scheduler:
     def _admission(self, policy: ClassPolicy, cost: int | None, deadline: float,
                    now: float) -> Rejection | None:
         """Why a ticket of this class and ``cost`` (None: not known yet) is refused now."""
-        if not policy.engines & self.healthy:
+        if policy.engines.isdisjoint(self.healthy):  # no allocation: runs per arrival
             return Rejection("no_engine", 5.0, f"No healthy engine serves {policy.name!r}.")
         queue = self.queues[policy.name]
         return check_admission(policy, len(queue), queue.queued_tokens, cost, deadline,
