@@ -58,7 +58,7 @@ class _Stream:
     ``asyncio.Event``'s waiter list and its clear/wait/remove on every token.
     """
 
-    __slots__ = ("_waiter", "deltas", "error", "fault", "open_choices")
+    __slots__ = ("_loop", "_waiter", "deltas", "error", "fault", "open_choices")
 
     def __init__(self, choices: int, fault: _Fault | None) -> None:
         self.deltas: collections.deque[TokenDelta] = collections.deque()
@@ -66,6 +66,7 @@ class _Stream:
         self.fault = fault
         self.open_choices = choices
         self._waiter: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
 
     def push(self, delta: TokenDelta) -> None:
         self.deltas.append(delta)
@@ -84,7 +85,7 @@ class _Stream:
 
     def waiter(self) -> asyncio.Future[None]:
         """A future the next ``push`` or ``fail`` resolves (await it when empty)."""
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = self._loop.create_future()
         return waiter
 
 
