@@ -160,9 +160,14 @@ class Scheduler:
 
     def predicted_wait(self, policy: ClassPolicy, now: float) -> float | None:
         """Seconds a new ticket of this class would wait, or None if unknown."""
+        if not self._queued:
+            # Nothing ahead and a free slot: the common case, answered at once
+            # (and without building the engine set below).
+            healthy = self.healthy
+            for e in policy.engines:
+                if e in healthy and self._usable(e, policy):
+                    return 0.0
         engines = policy.engines & self.healthy
-        if not self._queued and any(self._usable(e, policy) for e in engines):
-            return 0.0  # nothing ahead and a free slot: the common case, answered at once
         ahead = sum(len(self.queues[c.name]) for c in self.classes.values()
                     if c.rank <= policy.rank and c.engines & engines)
         # The slots this class may take (as dispatch sees them): the top class's
