@@ -12,6 +12,7 @@ import asyncio
 import enum
 import logging
 from types import TracebackType
+from typing import Any
 
 from gateway.errors import Unavailable
 
@@ -58,9 +59,10 @@ class Lifecycle:
         raise Unavailable("The gateway is shutting down.", reason="draining",
                           retry_after_s=5)
 
-    def track(self) -> _Tracking:
-        """Count the current task as in-flight work for draining (``with track():``)."""
-        task = asyncio.current_task()
+    def track(self, task: asyncio.Task[Any] | None = None) -> _Tracking:
+        """Count the current task (``task``, if the caller has it at hand) as in-flight
+        work for draining: ``with track():``."""
+        task = task or asyncio.current_task()
         assert task is not None
         return _Tracking(self._inflight, self._idle, task)
 
@@ -94,7 +96,7 @@ class _Tracking:
     __slots__ = ("_idle", "_inflight", "_task")
 
     def __init__(self, inflight: set[asyncio.Task[object]], idle: asyncio.Event,
-                 task: asyncio.Task[object]) -> None:
+                 task: asyncio.Task[Any]) -> None:
         self._inflight = inflight
         self._idle = idle
         self._task = task

@@ -157,7 +157,9 @@ class CompletionService:
                 raise self._shed(sla, exc) from None
             generation = await self._prepare(parsed, model, sla)
             quota = self._try_quota(principal, sla, generation)
-            with self.lifecycle.track():
+            # Looked up once for the lifecycle and the watchdog (a Python call in 3.11).
+            task = asyncio.current_task()
+            with self.lifecycle.track(task):
                 ticket = Ticket(
                     id=generation.request_id, sla_class=sla.name, tenant=principal.tenant,
                     prompt_tokens=len(generation.prompt_token_ids),
@@ -177,10 +179,10 @@ class CompletionService:
                     limits = self._watch_limits(config.server)
                     if parsed.stream:
                         response, outcome = await self._stream(
-                            request, engine, generation, transcript, sla, ticket, limits)
+                            request, engine, generation, transcript, sla, ticket, limits, task)
                     else:
                         response = await self._complete(engine, generation, transcript, sla,
-                                                        ticket, limits)
+                                                        ticket, limits, task)
                         outcome = "ok"
                     release = "finished" if outcome == "ok" else outcome
                     return response
@@ -310,10 +312,10 @@ class CompletionService:
 
     async def _complete(self, engine: Engine, generation: GenerationRequest,
                         transcript: Transcript, sla: SLAClass, ticket: Ticket,
-                        limits: WatchLimits) -> web.Response:
+                        limits: WatchLimits, task: asyncio.Task[Any] | None) -> web.Response:
         timer = _Timer(ticket.arrival)
         try:
-            with Watchdog(limits.period_s) as watch:
+            with Watchdog(limits.period_s, task) as watch:
                 async with aclosing(engine.generate(generation)) as deltas:
                     watch.expect(_ENGINE, limits.stall_s)
                     async for delta in deltas:
@@ -333,12 +335,13 @@ class CompletionService:
 
     async def _stream(self, request: web.Request, engine: Engine, generation: GenerationRequest,
                       transcript: Transcript, sla: SLAClass, ticket: Ticket,
-                      limits: WatchLimits) -> tuple[web.StreamResponse, str]:
+                      limits: WatchLimits,
+                      task: asyncio.Task[Any] | None) -> tuple[web.StreamResponse, str]:
         timer = _Timer(ticket.arrival)
         response: web.StreamResponse | None = None
         sent = 0  # completion tokens written to the client
         try:
-            with Watchdog(limits.period_s) as watch:
+            with Watchdog(limits.period_s, task) as watch:
                 async with aclosing(engine.generate(generation)) as deltas:
                     watch.expect(_ENGINE, limits.stall_s)
                     async for delta in coalesced(deltas, request.transport):

@@ -62,17 +62,19 @@ class Transcript:
 
     @property
     def completion_tokens(self) -> int:
-        return sum(c.tokens for c in self.choices)
+        choices = self.choices
+        return choices[0].tokens if len(choices) == 1 else sum(c.tokens for c in choices)
 
     @property
     def finished(self) -> bool:
         return all(c.finish_reason is not None for c in self.choices)
 
     def usage(self) -> dict[str, int]:
+        completion = self.completion_tokens
         return {
             "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
         }
 
     def add(self, delta: TokenDelta) -> None:
