@@ -51,33 +51,42 @@ class _Fault:
 
 
 class _Stream:
-    """Deltas of one request on their way from the step loop to its generator."""
+    """Deltas of one request on their way from the step loop to its generator.
 
-    __slots__ = ("deltas", "error", "fault", "open_choices", "ready")
+    The generator, when it finds nothing queued, waits on a bare future that the
+    next ``push`` (or ``fail``) resolves: one wake-up per token without an
+    ``asyncio.Event``'s waiter list and its clear/wait/remove on every token.
+    """
+
+    __slots__ = ("_loop", "_waiter", "deltas", "error", "fault", "open_choices")
 
     def __init__(self, choices: int, fault: _Fault | None) -> None:
         self.deltas: collections.deque[TokenDelta] = collections.deque()
         self.error: EngineError | None = None
         self.fault = fault
         self.open_choices = choices
-        self.ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
 
     def push(self, delta: TokenDelta) -> None:
         self.deltas.append(delta)
-        self.ready.set()
+        self._wake()
 
     def fail(self, error: EngineError) -> None:
         self.error = error  # overtakes queued deltas: the engine is gone
-        self.ready.set()
+        self._wake()
 
-    async def next(self) -> TokenDelta:
-        while True:
-            if self.error is not None:
-                raise self.error
-            if self.deltas:
-                return self.deltas.popleft()
-            self.ready.clear()
-            await self.ready.wait()
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():  # else its generator was cancelled while waiting
+                waiter.set_result(None)
+
+    def waiter(self) -> asyncio.Future[None]:
+        """A future the next ``push`` or ``fail`` resolves (await it when empty)."""
+        waiter = self._waiter = self._loop.create_future()
+        return waiter
 
 
 class SimulatedEngine:
@@ -203,7 +212,13 @@ class SimulatedEngine:
             while stream.open_choices:
                 if stream.fault is not None and emitted >= stream.fault.after_tokens:
                     raise copy.copy(stream.fault.error)
-                delta = await stream.next()
+                # The queue read inline: awaiting the bare future costs no
+                # coroutine per token.
+                while stream.error is None and not stream.deltas:
+                    await stream.waiter()
+                if stream.error is not None:
+                    raise stream.error
+                delta = stream.deltas.popleft()
                 if delta.finish_reason is not None:
                     stream.open_choices -= 1
                 emitted += len(delta.token_ids)

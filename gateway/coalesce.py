@@ -66,7 +66,9 @@ class LoopLag:
 
     @property
     def lagging(self) -> bool:
-        return max(self.lag_s, self._loop.time() - self._due) > self.threshold_s
+        # Asked once per streamed delta: two comparisons rather than a max().
+        threshold = self.threshold_s
+        return self.lag_s > threshold or self._loop.time() - self._due > threshold
 
 
 _probes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopLag] = (

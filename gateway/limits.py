@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.config import ServerConfig
@@ -46,19 +46,32 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
+    content = request.content
+    try:
+        if content.is_eof():
+            # All of it came with the head (most requests): nothing to wait for,
+            # so no timer to arm and cancel.
+            body = content.read_nowait()
+            if len(body) > limit:
+                raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
+            return body
+        return await _read_within(content, limit, timeout_s)
+    except RequestPayloadError as exc:
+        # e.g. a Content-Encoding the body does not match, or a broken chunk.
+        detail = " ".join(str(exc).split())[:160]
+        raise InvalidRequest(f"Request body could not be read: {detail}") from None
+
+
+async def _read_within(content: StreamReader, limit: int, timeout_s: float) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
         async with asyncio.timeout(timeout_s):
-            while chunk := await request.content.read(_CHUNK):
+            while chunk := await content.read(_CHUNK):
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestTimeout(f"Request body not received within {timeout_s:g} s.") from None
-    except RequestPayloadError as exc:
-        # e.g. a Content-Encoding the body does not match, or a broken chunk.
-        detail = " ".join(str(exc).split())[:160]
-        raise InvalidRequest(f"Request body could not be read: {detail}") from None
     return b"".join(chunks)

@@ -52,6 +52,7 @@ from gateway.limits import read_body
 from gateway.logsafe import one_line
 from gateway.metrics import GatewayMetrics
 from gateway.prompts import PromptEncoder
+from gateway.schema import RequestLimits
 from gateway.validate import (
     Kind,
     ParsedRequest,
@@ -112,7 +113,7 @@ class CompletionService:
         self.metrics = metrics
         self.dispatcher = dispatcher
         self.supervisor = supervisor
-        self._watch_cache: tuple[ServerConfig, WatchLimits] | None = None
+        self._limits_cache: tuple[ServerConfig, WatchLimits, RequestLimits] | None = None
         self.quotas = quotas if quotas is not None else LocalQuotas()
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
@@ -138,7 +139,7 @@ class CompletionService:
             check_content_type(request.headers.get("Content-Type"))
             body = await read_body(request, config.server.max_body_bytes,
                                    config.server.body_timeout_s)
-            parsed = parse_request(kind, body, config.server.request_limits)
+            parsed = parse_request(kind, body, self._request_limits(config.server))
             model = self.models.get(parsed.model)
             if model is None:
                 raise NotFound(f"The model {parsed.model[:128]!r} does not exist. Served: "
@@ -156,7 +157,9 @@ class CompletionService:
                 raise self._shed(sla, exc) from None
             generation = await self._prepare(parsed, model, sla)
             quota = self._try_quota(principal, sla, generation)
-            with self.lifecycle.track():
+            # Looked up once for the lifecycle and the watchdog (a Python call in 3.11).
+            task = asyncio.current_task()
+            with self.lifecycle.track(task):
                 ticket = Ticket(
                     id=generation.request_id, sla_class=sla.name, tenant=principal.tenant,
                     prompt_tokens=len(generation.prompt_token_ids),
@@ -176,10 +179,10 @@ class CompletionService:
                     limits = self._watch_limits(config.server)
                     if parsed.stream:
                         response, outcome = await self._stream(
-                            request, engine, generation, transcript, sla, ticket, limits)
+                            request, engine, generation, transcript, sla, ticket, limits, task)
                     else:
                         response = await self._complete(engine, generation, transcript, sla,
-                                                        ticket, limits)
+                                                        ticket, limits, task)
                         outcome = "ok"
                     release = "finished" if outcome == "ok" else outcome
                     return response
@@ -282,7 +285,8 @@ class CompletionService:
         prefix = "cmpl" if parsed.kind == "completion" else "chatcmpl"
         sampling = parsed.sampling
         if sampling.max_tokens != max_tokens:
-            sampling = replace(sampling, max_tokens=max_tokens)  # ~10 us: only when needed
+            # ~10 us: only for a body without max_tokens (validate.py keeps the body's)
+            sampling = replace(sampling, max_tokens=max_tokens)
         return GenerationRequest(
             request_id=f"{prefix}-{_request_id()}",
             prompt_token_ids=ids,
@@ -293,17 +297,25 @@ class CompletionService:
     def _watch_limits(self, server: ServerConfig) -> WatchLimits:
         """The watchdog's limits for the config a request started with (a reload
         applies to requests that start after it)."""
-        cached = self._watch_cache
+        return self._limits(server)[1]
+
+    def _request_limits(self, server: ServerConfig) -> RequestLimits:
+        return self._limits(server)[2]
+
+    def _limits(self, server: ServerConfig) -> tuple[ServerConfig, WatchLimits, RequestLimits]:
+        # Derived once per config rather than built again for every request.
+        cached = self._limits_cache
         if cached is None or cached[0] is not server:
-            cached = self._watch_cache = (server, WatchLimits.of(server))
-        return cached[1]
+            cached = self._limits_cache = (server, WatchLimits.of(server),
+                                           server.request_limits)
+        return cached
 
     async def _complete(self, engine: Engine, generation: GenerationRequest,
                         transcript: Transcript, sla: SLAClass, ticket: Ticket,
-                        limits: WatchLimits) -> web.Response:
+                        limits: WatchLimits, task: asyncio.Task[Any] | None) -> web.Response:
         timer = _Timer(ticket.arrival)
         try:
-            with Watchdog(limits.period_s) as watch:
+            with Watchdog(limits.period_s, task) as watch:
                 async with aclosing(engine.generate(generation)) as deltas:
                     watch.expect(_ENGINE, limits.stall_s)
                     async for delta in deltas:
@@ -315,7 +327,7 @@ class CompletionService:
             raise self._engine_failure(engine, exc) from exc
         except Overrun as exc:
             raise await self._stalled(engine, generation, exc) from None
-        self.metrics.tokens.labels(sla.name, "completion").inc(transcript.completion_tokens)
+        self._child(self.metrics.tokens, sla.name, "completion").inc(transcript.completion_tokens)
         self._observe(sla, engine, transcript, timer, ticket)
         return web.Response(body=orjson.dumps(transcript.response()),
                             content_type="application/json",
@@ -323,12 +335,13 @@ class CompletionService:
 
     async def _stream(self, request: web.Request, engine: Engine, generation: GenerationRequest,
                       transcript: Transcript, sla: SLAClass, ticket: Ticket,
-                      limits: WatchLimits) -> tuple[web.StreamResponse, str]:
+                      limits: WatchLimits,
+                      task: asyncio.Task[Any] | None) -> tuple[web.StreamResponse, str]:
         timer = _Timer(ticket.arrival)
         response: web.StreamResponse | None = None
         sent = 0  # completion tokens written to the client
         try:
-            with Watchdog(limits.period_s) as watch:
+            with Watchdog(limits.period_s, task) as watch:
                 async with aclosing(engine.generate(generation)) as deltas:
                     watch.expect(_ENGINE, limits.stall_s)
                     async for delta in coalesced(deltas, request.transport):
@@ -385,7 +398,7 @@ class CompletionService:
         finally:
             # Whatever the outcome: a stream cut short still sent these tokens,
             # and completion tokens counted must equal tokens sent.
-            self.metrics.tokens.labels(sla.name, "completion").inc(sent)
+            self._child(self.metrics.tokens, sla.name, "completion").inc(sent)
         self._observe(sla, engine, transcript, timer, ticket)
         return response, "ok"
 

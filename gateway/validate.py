@@ -38,7 +38,9 @@ class ParsedRequest:
     prompt_token_ids: tuple[int, ...] | None  # completions with a token prompt
     messages: tuple[ChatMessage, ...] | None  # chat
     max_tokens: int | None  # None: the route's default, resolved after tokenizing
-    sampling: SamplingSpec  # max_tokens in it is a placeholder until resolved
+    # Its max_tokens is the body's (1 where absent) until serving resolves the
+    # default: a body that gives it needs no copy of the spec later.
+    sampling: SamplingSpec
     stream: bool
     include_usage: bool
     service_tier: str | None
@@ -81,7 +83,7 @@ def _check_limits(parsed: ParsedRequest, limits: RequestLimits) -> None:
 def check_content_type(value: str | None) -> None:
     """A body the client labelled as anything but JSON is refused (415); an
     unlabelled one is read as JSON, as OpenAI's and vLLM's servers do."""
-    if value is None:
+    if value is None or value == "application/json":
         return
     media = value.split(";", 1)[0].strip().lower()
     if media == "application/json" or (media.startswith("application/")
@@ -117,7 +119,8 @@ def _param_of(message: str) -> str | None:
     return message.split(marker, 1)[1].rstrip("`").split("[", 1)[0].split(".", 1)[0]
 
 
-def _sampling(body: CompletionBody | ChatBody, logprobs: int | None) -> SamplingSpec:
+def _sampling(body: CompletionBody | ChatBody, logprobs: int | None,
+              max_tokens: int | None) -> SamplingSpec:
     stop: tuple[str, ...]
     if body.stop is None:
         stop = ()
@@ -128,7 +131,7 @@ def _sampling(body: CompletionBody | ChatBody, logprobs: int | None) -> Sampling
     for s in stop:
         _check_text("stop", s)
     return SamplingSpec(
-        max_tokens=1,
+        max_tokens=max_tokens or 1,
         n=body.n,
         temperature=body.temperature,
         top_p=body.top_p,
@@ -166,7 +169,7 @@ def _parse_completion(body: CompletionBody) -> ParsedRequest:
         prompt_token_ids=token_ids,
         messages=None,
         max_tokens=body.max_tokens,
-        sampling=_sampling(body, body.logprobs),
+        sampling=_sampling(body, body.logprobs, body.max_tokens),
         stream=body.stream,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         service_tier=body.service_tier,
@@ -205,14 +208,16 @@ def _parse_chat(body: ChatBody) -> ParsedRequest:
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequest("`top_logprobs` needs `logprobs` true.", param="top_logprobs")
     messages = tuple(_flatten(m, i) for i, m in enumerate(body.messages))
+    max_tokens = body.max_completion_tokens or body.max_tokens
     return ParsedRequest(
         kind="chat",
         model=body.model,
         prompt_text=None,
         prompt_token_ids=None,
         messages=messages,
-        max_tokens=body.max_completion_tokens or body.max_tokens,
-        sampling=_sampling(body, (body.top_logprobs or 0) if body.logprobs else None),
+        max_tokens=max_tokens,
+        sampling=_sampling(body, (body.top_logprobs or 0) if body.logprobs else None,
+                           max_tokens),
         stream=body.stream,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         service_tier=body.service_tier,

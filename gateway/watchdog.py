@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 from types import TracebackType
+from typing import Any
 
 
 class Overrun(Exception):
@@ -31,11 +32,13 @@ class Overrun(Exception):
 class Watchdog:
     """See the module docstring. Use as ``with Watchdog(period_s) as wd:``."""
 
-    __slots__ = ("_cancelling", "_deadline", "_handle", "_limit", "_loop", "_period",
+    __slots__ = ("_cancelling", "_deadline", "_given", "_handle", "_limit", "_loop", "_period",
                  "_task", "_what", "fired")
 
-    def __init__(self, period_s: float) -> None:
+    def __init__(self, period_s: float, task: asyncio.Task[Any] | None = None) -> None:
+        """``task``: the current task, if the caller has it at hand (else looked up)."""
         self._period = period_s
+        self._given = task
         self._deadline = math.inf
         self._what = ""
         self._limit = 0.0
@@ -53,10 +56,10 @@ class Watchdog:
         self._deadline = math.inf
 
     def __enter__(self) -> Watchdog:
-        task = asyncio.current_task()
+        task = self._given or asyncio.current_task()
         assert task is not None, "Watchdog must be used inside a task"
         self._task = task
-        self._loop = asyncio.get_running_loop()
+        self._loop = task.get_loop()
         self._cancelling = task.cancelling()
         self._handle = self._loop.call_later(self._period, self._check)
         return self

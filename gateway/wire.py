@@ -59,20 +59,23 @@ class Transcript:
         self.choices = [_Choice() for _ in range(n)]
         self._object = "text_completion" if kind == "completion" else "chat.completion.chunk"
         self._head = self._tail = b""  # the chunk envelope, rendered on first use
+        self._plain: dict[int, tuple[bytes, bytes]] = {}  # per choice: see chunk
 
     @property
     def completion_tokens(self) -> int:
-        return sum(c.tokens for c in self.choices)
+        choices = self.choices
+        return choices[0].tokens if len(choices) == 1 else sum(c.tokens for c in choices)
 
     @property
     def finished(self) -> bool:
         return all(c.finish_reason is not None for c in self.choices)
 
     def usage(self) -> dict[str, int]:
+        completion = self.completion_tokens
         return {
             "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
         }
 
     def add(self, delta: TokenDelta) -> None:
@@ -93,9 +96,28 @@ class Transcript:
     def chunk(self, delta: TokenDelta) -> bytes:
         """Record a delta and render it as one SSE event."""
         choice = self.choices[delta.index]
-        self._count(choice, delta)
-        logprobs = self._logprobs(delta.logprobs) if delta.logprobs is not None else None
-        finish = str(delta.finish_reason) if delta.finish_reason is not None else None
+        # _count, inline: this runs once per token of every stream.
+        choice.tokens += len(delta.token_ids)
+        finish = None
+        if delta.finish_reason is not None:
+            finish = choice.finish_reason = str(delta.finish_reason)
+        if not self._head:
+            self._render_envelope()
+        if (finish is None and delta.logprobs is None
+                and (choice.started or self.kind == "completion")):
+            # Most deltas carry text alone: spliced between pre-rendered bytes, the
+            # same bytes as dumping the body below (orjson escapes a str alike
+            # anywhere), without building and dumping a dict per token.
+            plain = self._plain.get(delta.index)
+            if plain is None:
+                plain = self._plain[delta.index] = self._plain_parts(delta.index)
+            choice.started = True
+            return plain[0] + orjson.dumps(delta.text) + plain[1]
+        logprobs = None
+        if delta.logprobs is not None:
+            if delta.logprobs:
+                choice.logprobs.extend(delta.logprobs)
+            logprobs = self._logprobs(delta.logprobs)
         body: dict[str, Any]
         if self.kind == "completion":
             body = {"index": delta.index, "text": delta.text, "logprobs": logprobs,
@@ -109,14 +131,26 @@ class Transcript:
             body = {"index": delta.index, "delta": message, "logprobs": logprobs,
                     "finish_reason": finish}
         choice.started = True
-        if not self._head:
-            # Every chunk repeats the same envelope around its one choice: render
-            # it once and splice each choice in (the same bytes as dumping the
-            # whole dict: orjson writes keys in insertion order).
-            envelope = orjson.dumps(self._envelope([], usage=None))
-            cut = envelope.index(b'"choices":[]') + len(b'"choices":[')
-            self._head, self._tail = b"data: " + envelope[:cut], envelope[cut:] + b"\n\n"
         return self._head + orjson.dumps(body) + self._tail
+
+    def _render_envelope(self) -> None:
+        # Every chunk repeats the same envelope around its one choice: render it
+        # once and splice each choice in (the same bytes as dumping the whole
+        # dict: orjson writes keys in insertion order).
+        envelope = orjson.dumps(self._envelope([], usage=None))
+        cut = envelope.index(b'"choices":[]') + len(b'"choices":[')
+        self._head, self._tail = b"data: " + envelope[:cut], envelope[cut:] + b"\n\n"
+
+    def _plain_parts(self, index: int) -> tuple[bytes, bytes]:
+        """What goes before and after the JSON string of a text-only delta's text."""
+        if self.kind == "completion":
+            body = {"index": index, "text": "", "logprobs": None, "finish_reason": None}
+        else:
+            body = {"index": index, "delta": {"content": ""}, "logprobs": None,
+                    "finish_reason": None}
+        rendered = orjson.dumps(body)
+        cut = rendered.index(b'""')
+        return self._head + rendered[:cut], rendered[cut + 2:] + self._tail
 
     def usage_chunk(self) -> bytes:
         return sse(self._envelope([], usage=self.usage()))

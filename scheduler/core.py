@@ -131,7 +131,7 @@ class Scheduler:
         policy = self.classes.get(sla_class)
         if policy is None or sla_class in self._retired:
             return None  # submit refuses it (no_class) with the ticket
-        if self._queued == 0 and policy.engines & self.healthy:
+        if self._queued == 0 and not policy.engines.isdisjoint(self.healthy):
             return None  # nothing queued: nothing to wait behind (the common case)
         rejection = self._admission(policy, None, deadline, now)
         if rejection is not None:
@@ -143,7 +143,7 @@ class Scheduler:
     def _admission(self, policy: ClassPolicy, cost: int | None, deadline: float,
                    now: float) -> Rejection | None:
         """Why a ticket of this class and ``cost`` (None: not known yet) is refused now."""
-        if not policy.engines & self.healthy:
+        if policy.engines.isdisjoint(self.healthy):  # no allocation: runs per arrival
             return Rejection("no_engine", 5.0, f"No healthy engine serves {policy.name!r}.")
         queue = self.queues[policy.name]
         return check_admission(policy, len(queue), queue.queued_tokens, cost, deadline,
@@ -160,9 +160,14 @@ class Scheduler:
 
     def predicted_wait(self, policy: ClassPolicy, now: float) -> float | None:
         """Seconds a new ticket of this class would wait, or None if unknown."""
+        if not self._queued:
+            # Nothing ahead and a free slot: the common case, answered at once
+            # (and without building the engine set below).
+            healthy = self.healthy
+            for e in policy.engines:
+                if e in healthy and self._usable(e, policy):
+                    return 0.0
         engines = policy.engines & self.healthy
-        if not self._queued and any(self._usable(e, policy) for e in engines):
-            return 0.0  # nothing ahead and a free slot: the common case, answered at once
         ahead = sum(len(self.queues[c.name]) for c in self.classes.values()
                     if c.rank <= policy.rank and c.engines & engines)
         # The slots this class may take (as dispatch sees them): the top class's
@@ -196,8 +201,11 @@ class Scheduler:
             ticket, policy = picked
             candidates = sorted(e for e in policy.engines & free
                                 if self._usable(e, policy) and not self._paced_out(e, policy))
-            engine = choose_engine(candidates, self.affinity.lookup(ticket.prefix_key),
-                                   self.inflight, {e: self.limit(e) for e in candidates})
+            if len(candidates) == 1:
+                engine = candidates[0]  # what choose_engine picks among one
+            else:
+                engine = choose_engine(candidates, self.affinity.lookup(ticket.prefix_key),
+                                       self.inflight, {e: self.limit(e) for e in candidates})
             self._grant(ticket, policy, engine, now)
             grants.append(ticket)
             # A retired class that just drained may have held the top rank (and so
@@ -213,6 +221,14 @@ class Scheduler:
                          for e in c.engines & free)]
         if not ready:
             return None
+        if len(ready) == 1:
+            # One class with work it may start (the common case): it goes next, as
+            # the stride below would pick it; a lone class is never "promoted".
+            policy = ready[0]
+            ticket = self.queues[policy.name].peek()
+            assert ticket is not None
+            ticket.promoted = False
+            return ticket, policy
         top = min(c.rank for c in ready)
         promotion_age = self.settings.promotion_age_s
         contenders: list[tuple[ClassPolicy, bool]] = []

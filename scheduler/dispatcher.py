@@ -64,9 +64,12 @@ class Dispatcher:
         rejection = self.scheduler.submit(ticket, self.now())
         if rejection is not None:
             raise Rejected(rejection)
+        self._dispatch(arriving=ticket)
+        if ticket.engine is not None:
+            # Granted (placed) on arrival, a free slot: nothing to wait for, no future.
+            return ticket.engine
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters[ticket.id] = future
-        self._dispatch()
         if ticket.state is TicketState.QUEUED and ticket.deadline < self._next_wake:
             # Its deadline is nearer than the timers' next wake-up. Only then:
             # waking the timer task on every arrival cost a loop pass per request.
@@ -108,8 +111,12 @@ class Dispatcher:
         self.scheduler.set_healthy(engines)
         self._dispatch()
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, arriving: Ticket | None = None) -> None:
+        """Grant what can run now and wake the waiters; ``arriving``, a ticket just
+        submitted whose caller has no waiter yet, is left for the caller to see."""
         for ticket in self.scheduler.dispatch(self.now()):
+            if ticket is arriving:
+                continue
             future = self._waiters.pop(ticket.id, None)
             if future is None or future.done():
                 # Its waiter is gone (cancelled between grant and now). Not

@@ -128,3 +128,22 @@ async def test_a_slow_body_is_408_and_the_connection_closed(port: int) -> None:
     writer.close()
     assert status.startswith(b"HTTP/1.1 408") and b"not received within 0.5 s" in rest
     assert 0.4 <= answered < 2.0
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+async def test_a_body_is_the_same_read_at_once_or_as_it_arrives(port: int, parts: int) -> None:
+    # One write: the body is complete with the head (read without a timer); three
+    # writes 50 ms apart: it is read as it arrives, under body_timeout_s.
+    whole = request(b"x" * 900)
+    size = -(-len(whole) // parts)
+    pieces = [whole[i:i + size] for i in range(0, len(whole), size)]
+    data, _ = await exchange(port, *pieces, gap=0.05 if parts > 1 else 0.0)
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"900")
+
+
+async def test_a_chunked_body_over_the_limit_is_413_as_it_arrives(port: int) -> None:
+    head = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n")
+    chunk = b"%x\r\n%s\r\n" % (600, b"y" * 600)
+    data, _ = await exchange(port, head + chunk, chunk, b"0\r\n\r\n", gap=0.05)
+    assert data.startswith(b"HTTP/1.1 413")

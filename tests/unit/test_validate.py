@@ -7,7 +7,7 @@ import pytest
 
 from gateway.errors import InvalidRequest
 from gateway.schema import RequestLimits
-from gateway.validate import parse_request
+from gateway.validate import Kind, parse_request
 
 
 def body(**fields: object) -> bytes:
@@ -143,3 +143,17 @@ def test_fan_out_caps_follow_the_configured_limits() -> None:
     with pytest.raises(InvalidRequest) as info:
         parse_request("chat", chat(logprobs=True, top_logprobs=6), loose)
     assert info.value.param == "top_logprobs"
+
+
+@pytest.mark.parametrize(("kind", "body", "expected"), [
+    ("completion", b'{"model": "m", "prompt": "x", "max_tokens": 7}', 7),
+    ("completion", b'{"model": "m", "prompt": "x"}', None),
+    ("chat", b'{"model": "m", "messages": [{"role": "user", "content": "x"}], '
+             b'"max_completion_tokens": 5}', 5),
+])
+def test_the_sampling_spec_carries_the_bodys_max_tokens(kind: Kind, body: bytes,
+                                                        expected: int | None) -> None:
+    # Serving copies the spec only when it resolves a default (no max_tokens given).
+    parsed = parse_request(kind, body)
+    assert parsed.max_tokens == expected
+    assert parsed.sampling.max_tokens == (expected or 1)
