@@ -125,7 +125,11 @@ async def test_sse_bytes_are_openai_shaped(gateway: GatewayProcess, model_name: 
     assert first["usage"] is None
     assert bodies[-1]["choices"] == [] and bodies[-1]["usage"]["completion_tokens"] == 5
     token_events = [b for b in bodies if b["choices"]]
-    assert len(token_events) == 5  # one event per token, none empty
+    # One event per token while the stream keeps up; merged deltas (vLLM's own output
+    # collector, or the gateway's coalescing when the loop lags) are allowed (seen in
+    # CI: 3 events for 5 tokens), and a token that ends inside a UTF-8 character has
+    # empty text. One event per token when not behind: tests/unit/test_coalesce_http.py.
+    assert 1 <= len(token_events) <= 5
     assert token_events[-1]["choices"][0]["finish_reason"] == "length"
 
 
