@@ -189,11 +189,9 @@ class SimBatch:
         scheduled: dict[SimSequence, int] = {}
         preempted = 0
         i = 0
-        # Per sequence and step, so ``pending`` and ``decoding`` are spelled out
-        # inline here and in ``complete`` (a property call each, every token).
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
-            tokens = min(seq.prompt_len + seq.output_len - seq.computed, budget)
+            tokens = min(seq.pending, budget)
             if self._try_grow(seq, seq.computed + tokens):
                 scheduled[seq] = tokens
                 budget -= tokens
@@ -217,10 +215,7 @@ class SimBatch:
                 self.running.append(seq)
                 scheduled[seq] = tokens
                 budget -= tokens
-        prefill = 0
-        for seq, n in scheduled.items():
-            if seq.output_len == 0 or seq.prompt_len + seq.output_len - seq.computed != 1:
-                prefill += n  # not decoding
+        prefill = sum(n for seq, n in scheduled.items() if not seq.decoding)
         return StepPlan(tuple(scheduled.items()), prefill, preempted)
 
     def complete(self, plan: StepPlan) -> list[tuple[str, TokenDelta]]:
@@ -231,7 +226,7 @@ class SimBatch:
             if seq.state is not SeqState.RUNNING:
                 continue  # aborted while the step ran
             seq.computed += tokens
-            if seq.prompt_len + seq.output_len - seq.computed:
+            if seq.pending:
                 continue  # a prefill chunk: no token yet
             delta = self._sample(seq)
             out.append((seq.request_id, delta))
@@ -293,8 +288,7 @@ class SimBatch:
         finish: FinishReason | None = None
         if not seq.ignore_eos and draw < p.eos_prob:
             token, finish = p.eos_token_id, FinishReason.STOP
-        elif (seq.output_len >= seq.max_tokens
-              or seq.prompt_len + seq.output_len >= p.max_model_len):
+        elif seq.output_len >= seq.max_tokens or seq.num_tokens >= p.max_model_len:
             finish = FinishReason.LENGTH
         text = "" if token == p.eos_token_id else token_text(token)
         logprobs = None if seq.logprobs is None else (_logprob(token, text, seq.logprobs, p),)
