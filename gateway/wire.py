@@ -96,11 +96,8 @@ class Transcript:
     def chunk(self, delta: TokenDelta) -> bytes:
         """Record a delta and render it as one SSE event."""
         choice = self.choices[delta.index]
-        # _count, inline: this runs once per token of every stream.
-        choice.tokens += len(delta.token_ids)
-        finish = None
-        if delta.finish_reason is not None:
-            finish = choice.finish_reason = str(delta.finish_reason)
+        self._count(choice, delta)
+        finish = choice.finish_reason if delta.finish_reason is not None else None
         if not self._head:
             self._render_envelope()
         if (finish is None and delta.logprobs is None
@@ -113,11 +110,7 @@ class Transcript:
                 plain = self._plain[delta.index] = self._plain_parts(delta.index)
             choice.started = True
             return plain[0] + orjson.dumps(delta.text) + plain[1]
-        logprobs = None
-        if delta.logprobs is not None:
-            if delta.logprobs:
-                choice.logprobs.extend(delta.logprobs)
-            logprobs = self._logprobs(delta.logprobs)
+        logprobs = self._logprobs(delta.logprobs) if delta.logprobs is not None else None
         body: dict[str, Any]
         if self.kind == "completion":
             body = {"index": delta.index, "text": delta.text, "logprobs": logprobs,
